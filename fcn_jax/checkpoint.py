@@ -1,0 +1,104 @@
+"""The project's one checkpoint format (Orbax), written by training and the converter.
+
+A workdir holds two Orbax CheckpointManagers:
+  DIR/checkpoints/<step>/   the latest state (training: every
+                            `checkpoint_every_steps` and on SIGTERM; the
+                            converter: step 0)
+  DIR/best/<step>/          the best state by evaluation PSNR (training)
+Each step holds the items
+  params   the FCN parameters
+  config   the run's config as JSON; `config['model']` rebuilds the FCN
+  meta     JSON: step, data position (training samples consumed), metrics
+  train    training only: optimizer state and trust-ratio logits
+so prediction, evaluation and fine-tuning rebuild the model from DIR alone.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from fcn_jax.models import FCN
+
+LATEST = 'checkpoints'
+BEST = 'best'
+
+
+def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """The CheckpointManager of `workdir/kind` (kind: 'checkpoints' or 'best')."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+      cleanup_tmp_directories=not read_only,
+      **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), kind),
+                               options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
+         config: dict, meta: dict, train: Any = None,
+         metrics: Optional[dict] = None) -> None:
+  """Saves one step (asynchronously; `manager.wait_until_finished()` to block)."""
+  items = dict(params=ocp.args.StandardSave(params),
+               config=ocp.args.JsonSave(config),
+               meta=ocp.args.JsonSave(dict(meta, step=int(step))))
+  if train is not None:
+    items['train'] = ocp.args.StandardSave(train)
+  manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+
+def find(workdir: str) -> tuple[str, int]:
+  """(kind, step) of the checkpoint consumers should use: the best, else the latest.
+
+  Raises:
+    FileNotFoundError: naming `workdir` when it holds no checkpoint.
+  """
+  for kind in (BEST, LATEST):
+    if os.path.isdir(os.path.join(workdir, kind)):
+      step = make_manager(workdir, kind, read_only=True).latest_step()
+      if step is not None:
+        return kind, step
+  raise FileNotFoundError(
+      f'no checkpoint in {workdir} (expected {workdir}/{BEST}/<step> or '
+      f'{workdir}/{LATEST}/<step>, written by main.py or fcn_jax.convert)')
+
+
+def read_config(workdir: str, kind: Optional[str] = None,
+                step: Optional[int] = None) -> dict:
+  """The config stored with a checkpoint (default: the one `find` picks)."""
+  if kind is None:
+    kind, step = find(workdir)
+  mngr = make_manager(workdir, kind, read_only=True)
+  return mngr.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']
+
+
+def model_from_config(config: dict, **overrides) -> FCN:
+  """The FCN described by `config['model']` (JSON lists become tuples)."""
+  fields = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in dict(config['model']).items()}
+  fields.update(overrides)
+  return FCN(**fields)
+
+
+def abstract_params(model: FCN, sharding: Optional[jax.sharding.Sharding] = None):
+  """Shapes, dtypes and placement of `model`'s parameters, without computing them."""
+  shapes = jax.eval_shape(
+      model.init, jax.random.key(0),
+      jax.ShapeDtypeStruct((1, 16, 16, 3), 'float32'))['params']
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def load_params(workdir: str, sharding: Optional[jax.sharding.Sharding] = None
+                ) -> tuple[Any, dict]:
+  """(params, config) of the checkpoint that `find(workdir)` picks."""
+  kind, step = find(workdir)
+  config = read_config(workdir, kind, step)
+  target = abstract_params(model_from_config(config), sharding)
+  restored = make_manager(workdir, kind, read_only=True).restore(
+      step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  return restored['params'], config
