@@ -12,6 +12,7 @@ single map between the two trees and is used in both directions.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any, Iterator, Mapping, Optional
@@ -193,3 +194,60 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) ->
                           + (f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''))
   return params
 
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('torch_checkpoint', None, 'The release\'s .pth file.')
+flags.DEFINE_string('workdir', None, 'Directory to write the converted checkpoint to.')
+
+
+def load_torch_state_dict(path: str) -> tuple[dict, dict]:
+  """(state_dict, other entries) of a file saved like the release's train.py."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ConversionError('reading .pth files needs PyTorch: pip install torch '
+                          '(only fcn_jax.convert uses it)') from None
+  try:
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConversionError(f'{path}: not a PyTorch checkpoint ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+  if not isinstance(ckpt, Mapping):
+    raise ConversionError(f'{path}: expected a dict with a state_dict, got {type(ckpt).__name__}')
+  if 'state_dict' in ckpt:
+    return dict(ckpt['state_dict']), {k: v for k, v in ckpt.items() if k == 'epoch'}
+  return dict(ckpt), {}
+
+
+def convert_file(torch_checkpoint: str, workdir: str) -> dict:
+  """Converts `torch_checkpoint` into DIR/checkpoints/0; returns the config written."""
+  if not os.path.isfile(torch_checkpoint):
+    raise ConversionError(f'{torch_checkpoint}: no such file')
+  if os.path.isdir(os.path.join(workdir, checkpoint.LATEST)) and (
+      checkpoint.make_manager(workdir, read_only=True).latest_step() is not None):
+    raise ConversionError(f'{workdir} already holds a checkpoint; choose an empty --workdir')
+  state_dict, extra = load_torch_state_dict(torch_checkpoint)
+  model_config = infer_model_config(state_dict)
+  params = torch_to_flax(state_dict, FCN(**model_config))
+  config = {'model': dict(model_config, dtype='float32')}
+  mngr = checkpoint.make_manager(workdir)
+  checkpoint.save(mngr, 0, params=params, config=config,
+                  meta=dict(source=os.path.abspath(torch_checkpoint), **extra))
+  mngr.wait_until_finished()
+  mngr.close()
+  return config
+
+
+def main(argv):
+  del argv
+  if not FLAGS.torch_checkpoint or not FLAGS.workdir:
+    sys.exit('error: --torch_checkpoint and --workdir are required')
+  try:
+    config = convert_file(FLAGS.torch_checkpoint, FLAGS.workdir)
+  except ConversionError as e:
+    sys.exit(f'error: {e}')
+  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 (model {config["model"]})')
+
+
+if __name__ == '__main__':
+  app.run(main)

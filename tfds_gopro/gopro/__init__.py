@@ -1,0 +1,1 @@
+"""The `gopro` dataset (folder-style builder: `gopro_dataset_builder`)."""

@@ -1,0 +1,127 @@
+"""`gopro`: the GoPro motion deblurring dataset (Nah et al., CVPR 2017)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+import sys
+
+from etils import epath
+import tensorflow_datasets as tfds
+
+if importlib.util.find_spec('tfds_gopro') is None:
+  # `tfds build tfds_gopro/gopro` imports this file as the top-level module
+  # `gopro.gopro_dataset_builder`, without the repository root on sys.path.
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from tfds_gopro import paired  # pylint: disable=g-import-not-at-top
+
+_SPLITS = ('train', 'test')
+# Flattened copies name files `<scene>-<frame>.png`, e.g. GOPR0384_11_00-000001.
+_FLAT_NAME = re.compile(r'(?P<scene>.+)-(?P<frame>\d+)')
+
+
+def _original_root(manual_dir: epath.Path) -> epath.Path | None:
+  for root in (manual_dir, manual_dir / 'GOPRO_Large'):
+    for split in _SPLITS:
+      if any((scene / 'sharp').is_dir()
+             for scene in paired.subdirs(root / split)):
+        return root
+  return None
+
+
+def _flat_root(manual_dir: epath.Path) -> epath.Path | None:
+  for split in _SPLITS:
+    for folder in ('input', 'target'):
+      if (manual_dir / split / folder).is_dir():
+        return manual_dir
+  return None
+
+
+_ORIGINAL = paired.Layout(
+    name='original GOPRO_Large tree',
+    pattern='[GOPRO_Large/]{train,test}/<scene>/{blur,blur_gamma,sharp}/*.png',
+    find_root=_original_root,
+)
+_FLAT = paired.Layout(
+    name='flattened layout (MPRNet/Restormer/FCN copy)',
+    pattern='{train,test}/{input,target}/*.png',
+    find_root=_flat_root,
+)
+
+
+def _scene_id(blur: epath.Path) -> str:
+  """`<split>/<scene>/blur/000001.png` -> `<scene>/000001`."""
+  return f'{blur.parent.parent.name}/{blur.stem}'
+
+
+def _flat_id(blur: epath.Path) -> str:
+  """`GOPR0384_11_00-000001.png` -> `GOPR0384_11_00/000001`, else the stem."""
+  match = _FLAT_NAME.fullmatch(blur.stem)
+  return f'{match["scene"]}/{match["frame"]}' if match else blur.stem
+
+
+class Builder(paired.PairedImageBuilder):
+  """GoPro blurred/sharp pairs, from the original tree or a flattened copy."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(
+          name='blur',
+          description=('Inputs from the blur/ folders, the standard GoPro '
+                       'protocol; works with both layouts.'),
+      ),
+      tfds.core.BuilderConfig(
+          name='blur_gamma',
+          description=('Inputs from the blur_gamma/ folders (blur synthesised '
+                       'with gamma correction); original tree only.'),
+      ),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'blur'
+  DESCRIPTION = (
+      'GoPro dynamic-scene motion deblurring dataset: blurred frames made by '
+      'averaging consecutive sharp frames of 240 fps GoPro HERO4 videos, each '
+      'with the sharp middle frame. 2103 train and 1111 test pairs of '
+      '1280x720 RGB images. `id` is `<scene>/<frame>`.')
+  HOMEPAGE = 'https://seungjunnah.github.io/Datasets/gopro'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Put one of the two layouts of GoPro in manual_dir:
+  * the original tree: GOPRO_Large.zip from Seungjun Nah's page
+    https://seungjunnah.github.io/Datasets/gopro, extracted in manual_dir
+    (manual_dir/GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/*.png;
+    the train/ and test/ folders may also be directly in manual_dir);
+  * the flattened copy distributed with MPRNet, Restormer or FCN:
+    manual_dir/{train,test}/{input,target}/*.png (config `blur` only).
+  """
+
+  def _find_pairs(
+      self, manual_dir: epath.Path
+  ) -> dict[str, list[paired.Pair]]:
+    layout, root = paired.detect_layout(manual_dir, (_ORIGINAL, _FLAT),
+                                        self.name)
+    blur_folder = self.builder_config.name
+    if layout is _FLAT and blur_folder != 'blur':
+      raise paired.DatasetLayoutError(
+          f'Config {self.name}/{blur_folder} needs the original GOPRO_Large '
+          f'tree ({_ORIGINAL.pattern}), but manual_dir {manual_dir} holds the '
+          f'{_FLAT.name} ({_FLAT.pattern}), which has only the standard blur '
+          f'inputs. Build {self.name}/blur instead, or put GOPRO_Large in '
+          'manual_dir.')
+    problems = []
+    splits = {}
+    for split in _SPLITS:
+      if layout is _FLAT:
+        splits[split] = paired.match_folders(
+            root / split / 'input', root / split / 'target', _flat_id, problems)
+        continue
+      scenes = paired.subdirs(root / split)
+      if not scenes:
+        problems.append(f'{root / split}: missing folder, or no scene in it')
+      splits[split] = [
+          pair for scene in scenes  # pylint: disable=g-complex-comprehension
+          for pair in paired.match_folders(
+              scene / blur_folder, scene / 'sharp', _scene_id, problems)
+      ]
+    paired.raise_if_problems(problems, f'in the {layout.name} at {root}')
+    return splits

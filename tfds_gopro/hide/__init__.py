@@ -1,0 +1,1 @@
+"""The `hide` dataset builder (folder-style: `hide_dataset_builder.Builder`)."""
