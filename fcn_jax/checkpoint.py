@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -25,12 +26,18 @@ from fcn_jax.models import FCN
 LATEST = 'checkpoints'
 BEST = 'best'
 
+# Readers open managers read-only on purpose; Orbax warns about it every time.
+logging.get_absl_logger().addFilter(
+    lambda record: 'Given directory is read only' not in record.getMessage())
+
 
 def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
                  read_only: bool = False) -> ocp.CheckpointManager:
   """The CheckpointManager of `workdir/kind` (kind: 'checkpoints' or 'best')."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+      max_to_keep=None if read_only else max_to_keep,
+      save_interval_steps=0 if read_only else 1,
+      create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), kind),

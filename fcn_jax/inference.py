@@ -1,0 +1,385 @@
+"""Deblurring images with a trained FCN: the one code path for prediction.
+
+`restore` and `restore_tiled` are pure, jit-friendly functions of a batch of
+float images; `Deblurrer` wraps them for numpy images and image files; `load`
+builds a `Deblurrer` from a workdir (`fcn_jax.load` forwards here):
+
+  deblur = fcn_jax.load('runs/gopro', ensemble=True)
+  sharp = deblur(blurry)                  # HxWx3 uint8 in, HxWx3 uint8 out
+  deblur.deblur_file('blurry.jpg', 'sharp.png')
+
+Images of any size are reflect-padded at the bottom and right to a multiple of 8
+(as the release's test.py does for RealBlur) and cropped back.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import secrets
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+from fcn_jax import checkpoint
+
+Array = jax.Array
+ArrayLike = Any  # np.ndarray or jax.Array
+Params = Any
+Transform = tuple[bool, bool, bool]
+
+MULTIPLE = 8  # FCN halves the image three times (strips, quarters, U-Net levels)
+SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def pad_to_multiple(x: ArrayLike, multiple: int = MULTIPLE) -> ArrayLike:
+  """Reflect-pads height and width (axes -3, -2) at the bottom and right.
+
+  Takes (N, H, W, C) or (H, W, C) arrays; numpy arrays are padded with numpy,
+  anything else with `jnp`. The padding mirrors without repeating the edge
+  pixel, like PyTorch's `F.pad(x, (0, padw, 0, padh), 'reflect')`; pads longer
+  than the image (which PyTorch refuses) keep reflecting back and forth, as
+  `np.pad` does. Crop back with `y[..., :h, :w, :]`.
+  """
+  h, w = x.shape[-3:-1]
+  pad_h, pad_w = -h % multiple, -w % multiple
+  if not pad_h and not pad_w:
+    return x
+  pads = [(0, 0)] * x.ndim
+  pads[-3], pads[-2] = (0, pad_h), (0, pad_w)
+  xp = np if isinstance(x, np.ndarray) else jnp
+  return xp.pad(x, pads, mode='reflect')
+
+
+# The 8 symmetries of the square as (transpose, flip rows, flip columns),
+# applied in that order; the identity first.
+DIHEDRAL: tuple[Transform, ...] = tuple(
+    (t, fh, fw) for t in (False, True) for fh in (False, True)
+    for fw in (False, True))
+
+
+def _transform(x: Array, tf: Transform) -> Array:
+  transpose, flip_h, flip_w = tf
+  if transpose:
+    x = jnp.swapaxes(x, -3, -2)
+  if flip_h:
+    x = jnp.flip(x, -3)
+  if flip_w:
+    x = jnp.flip(x, -2)
+  return x
+
+
+def _untransform(x: Array, tf: Transform) -> Array:
+  transpose, flip_h, flip_w = tf
+  if flip_w:
+    x = jnp.flip(x, -2)
+  if flip_h:
+    x = jnp.flip(x, -3)
+  if transpose:
+    x = jnp.swapaxes(x, -3, -2)
+  return x
+
+
+def _forward(model: nn.Module, params: Params, x: Array, ensemble: bool) -> Array:
+  """Final-stage output for `x` (H, W multiples of 8), float32, not clipped.
+
+  The ensemble maps the transforms of one shape (H x W, or W x H for the
+  transposes) through one `lax.map`, so the network is traced once per shape
+  and holds the activations of one transformed batch at a time, as plain
+  inference does.
+  """
+  def run(v: Array) -> Array:
+    return model.apply({'params': params}, v)[0].astype(jnp.float32)
+
+  if not ensemble:
+    return run(x)
+  groups: dict[tuple[int, int], list[Transform]] = {}
+  h, w = x.shape[-3:-1]
+  for tf in DIHEDRAL:
+    groups.setdefault((w, h) if tf[0] else (h, w), []).append(tf)
+  total = jnp.zeros(x.shape, jnp.float32)
+  for tfs in groups.values():
+    outs = jax.lax.map(run, jnp.stack([_transform(x, tf) for tf in tfs]))
+    for out, tf in zip(outs, tfs):
+      total = total + _untransform(out, tf)
+  return total / len(DIHEDRAL)
+
+
+def restore(model: nn.Module, params: Params, x: ArrayLike, *,
+            ensemble: bool = False) -> Array:
+  """Deblurs a batch: (N, H, W, 3) float in [0, 1], any H and W.
+
+  Reflect-pads to a multiple of 8, runs `model` (test-time local statistics,
+  if wanted, are the model's `tlc_train_size` field) and returns its final
+  stage cropped back to H x W and clipped to [0, 1], float32. Jit it with
+  `model` and `ensemble` static; each distinct input shape compiles once.
+
+  Args:
+    model: an `FCN` (or any module whose `apply` returns [final, ...]).
+    params: its parameters.
+    x: the blurry images.
+    ensemble: x8 geometric self-ensemble: the mean of the outputs for the 8
+      flips and 90-degree rotations of the (padded) input, each mapped back.
+      Costs 8x the compute, not 8x the memory.
+  """
+  x = jnp.asarray(x, jnp.float32)
+  h, w = x.shape[1:3]
+  y = _forward(model, params, pad_to_multiple(x), ensemble)
+  return jnp.clip(y[:, :h, :w], 0.0, 1.0)
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+  """Raises ValueError unless tile is a positive multiple of 8 and 0 <= overlap < tile."""
+  if tile <= 0 or tile % MULTIPLE:
+    raise ValueError(f'tile must be a positive multiple of {MULTIPLE}, got {tile}')
+  if not 0 <= overlap < tile:
+    raise ValueError(f'overlap must be in [0, tile={tile}), got {overlap}')
+
+
+def _ramp(length: int) -> np.ndarray:
+  """Raised-cosine ramp rising over `length` pixels, strictly inside (0, 1)."""
+  return 0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)
+
+
+def tile_layout(size: int, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+  """Tile starts along one axis of length `size`, and each tile's blend weights.
+
+  Uses the fewest tiles of length `tile` that overlap by at least `overlap`,
+  spread evenly so that the last one ends at the border (no tile sticks out,
+  so every tile has the same shape and holds only image pixels). A tile's
+  weight rises over its first `overlap` pixels and falls over its last
+  (raised cosine), except at the image border; it is never 0.
+
+  Returns:
+    starts: int32 (T,); weights: float32 (T, min(tile, size)).
+  """
+  if size <= tile:
+    return np.zeros(1, np.int32), np.ones((1, size), np.float32)
+  n = math.ceil((size - overlap) / (tile - overlap))
+  starts = np.array([(i * (size - tile) + (n - 1) // 2) // (n - 1)
+                     for i in range(n)], np.int32)
+  weights = np.ones((n, tile), np.float64)
+  if overlap:
+    ramp = _ramp(overlap)
+    weights[1:, :overlap] = ramp
+    weights[:-1, tile - overlap:] = np.minimum(weights[:-1, tile - overlap:],
+                                               ramp[::-1])
+  return starts, weights.astype(np.float32)
+
+
+def _coverage(starts: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+  total = np.zeros(size, np.float32)
+  for start, weight in zip(starts, weights):
+    total[start:start + len(weight)] += weight
+  return total
+
+
+def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
+                  tile: int, overlap: int, ensemble: bool = False) -> Array:
+  """`restore` for images too large to run whole: overlapping tiles, blended.
+
+  Pads the image like `restore`, cuts it into `tile` x `tile` tiles (smaller
+  when the padded image is) overlapping by at least `overlap` pixels (see
+  `tile_layout`), runs them one after another through a `lax.scan` (one
+  compiled tile shape; memory is that of one tile), and blends them: each
+  output pixel is the weighted mean of the tiles that cover it, with weights
+  that ramp over the overlaps, so seams do not show. Jit it with `model`,
+  `tile`, `overlap` and `ensemble` static.
+
+  Tiles see different statistics than the whole image: FCN's channel attention
+  pools each feature map over the whole input, and the query-key gate's
+  LayerNorm normalises over the whole map, so with `tile` smaller than the
+  image the result differs from whole-image inference. That is expected; it
+  is not an error of the blending (a pointwise model tiles exactly). With TLC
+  (`FCN(tlc_train_size=S)`, S <= tile) channel attention pools over local
+  windows instead, which tiles see much as the whole image does; the
+  LayerNorm stays global to each tile. With one tile covering the image the
+  result equals `restore`.
+
+  Args:
+    model: as for `restore`.
+    params: its parameters.
+    image: (N, H, W, 3) float in [0, 1], any H and W.
+    tile: tile side, a multiple of 8.
+    overlap: minimum overlap of neighbouring tiles in pixels, < tile.
+    ensemble: as for `restore`, per tile.
+  """
+  check_tiling(tile, overlap)
+  x = jnp.asarray(image, jnp.float32)
+  n, h, w, c = x.shape
+  xp = pad_to_multiple(x)
+  hp, wp = xp.shape[1:3]
+  ys, wy = tile_layout(hp, tile, overlap)
+  xs, wx = tile_layout(wp, tile, overlap)
+  th, tw = wy.shape[1], wx.shape[1]
+  iy, ix = np.divmod(np.arange(len(ys) * len(xs)), len(xs))
+
+  def add_tile(acc: Array, tile_in: tuple[Array, ...]) -> tuple[Array, None]:
+    y0, x0, wyi, wxi = tile_in
+    corner = (0, y0, x0, 0)
+    piece = jax.lax.dynamic_slice(xp, corner, (n, th, tw, c))
+    out = _forward(model, params, piece, ensemble)
+    out = out * (wyi[:, None] * wxi[None, :])[None, :, :, None]
+    out = out + jax.lax.dynamic_slice(acc, corner, out.shape)
+    return jax.lax.dynamic_update_slice(acc, out, corner), None
+
+  acc, _ = jax.lax.scan(add_tile, jnp.zeros(xp.shape, jnp.float32),
+                        (ys[iy], xs[ix], wy[iy], wx[ix]))
+  # Tile (r, c) weighs wy[r](y) * wx[c](x), so the weights sum to a product.
+  norm = np.outer(_coverage(ys, wy, hp)[:h], _coverage(xs, wx, wp)[:w])
+  return jnp.clip(acc[:, :h, :w] / norm[None, :, :, None], 0.0, 1.0)
+
+
+# Shared by every Deblurrer: models are hashable, so equal models (and equal
+# options) reuse one compilation per padded image shape.
+_restore_jit = jax.jit(restore, static_argnums=0, static_argnames='ensemble')
+_restore_tiled_jit = jax.jit(restore_tiled, static_argnums=0,
+                             static_argnames=('tile', 'overlap', 'ensemble'))
+
+
+def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, bool]:
+  """(HxWx3 float32 image in [0, 1], whether `image` was of an integer type).
+
+  Takes HxW or HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB) or HxWx4
+  (RGBA); alpha is dropped. uint8 is divided by 255, uint16 by 65535; floats
+  are taken to be in [0, 1] and are not clipped.
+  """
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[:, :, None]
+  if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or not image.size:
+    raise ValueError(f'expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}')
+  if image.dtype == np.uint8:
+    scale, integer = 255, True
+  elif image.dtype == np.uint16:
+    scale, integer = 65535, True
+  elif np.issubdtype(image.dtype, np.floating):
+    scale, integer = 1, False
+  else:
+    raise TypeError(f'expected a uint8, uint16 or float image, got {image.dtype}')
+  image = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1]
+  image = np.broadcast_to(image, image.shape[:2] + (3,))
+  return image.astype(np.float32) / np.float32(scale), integer
+
+
+def to_uint8(image: ArrayLike) -> np.ndarray:
+  """[0, 1] floats to uint8 as the release's test.py: clamp, then rint(x * 255).
+
+  (`skimage.img_as_ubyte` multiplies float32 by 255 and rounds half to even.)
+  """
+  image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+  return np.rint(image * np.float32(255)).astype(np.uint8)
+
+
+def read_image(path: str) -> np.ndarray:
+  """An image file as HxWx3 float32 in [0, 1], in the orientation it displays in.
+
+  Any mode Pillow reads: 16-bit grayscale ('I;16'; also 'I', as older Pillows
+  read 16-bit PNGs, clipped to [0, 65535]) keeps its precision; everything
+  else (L, LA, P, RGBA, CMYK, ...) goes through Pillow's 8-bit RGB conversion,
+  which drops alpha. The EXIF orientation of photos is applied. (Pillow reads
+  16-bit RGB PNGs as 8-bit RGB.)
+  """
+  with Image.open(path) as im:
+    im = ImageOps.exif_transpose(im)
+    if im.mode in SIXTEEN_BIT_MODES:
+      return to_float_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))[0]
+    if im.mode in ('P', 'PA'):  # via RGBA: Pillow warns on P with transparency
+      im = im.convert('RGBA')
+    return np.asarray(im.convert('RGB'), np.float32) / np.float32(255)
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes a uint8 HxWx3 image as an RGB PNG, atomically.
+
+  The PNG goes to a hidden temporary file beside `path` that replaces `path`
+  once complete, so an interrupted write never leaves a truncated image.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(directory,
+                     f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(f, format='PNG')
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+class Deblurrer:
+  """A model, its parameters and the inference options, for numpy images.
+
+  Calls go through module-level jitted functions (`restore`, or
+  `restore_tiled` when `tile` is set) with the model static: inputs are
+  padded to a multiple of 8 before the call, so each distinct padded size
+  compiles once, shared by every Deblurrer of an equal model and options.
+
+  Attributes:
+    model: the FCN, with `tlc_train_size` applied.
+    params: its parameters.
+    ensemble: x8 geometric self-ensemble.
+    tile, overlap: tiled inference (see `restore_tiled`); None: whole images.
+  """
+
+  def __init__(self, model: nn.Module, params: Params, *, ensemble: bool = False,
+               tile: Optional[int] = None, overlap: int = 32,
+               tlc_train_size: Optional[int] = None):
+    if tlc_train_size is not None:
+      model = model.clone(tlc_train_size=tlc_train_size)
+    if tile is not None:
+      check_tiling(tile, overlap)
+    self.model = model
+    self.params = params
+    self.ensemble = ensemble
+    self.tile = tile
+    self.overlap = overlap
+    if tile is None:
+      self._fn = functools.partial(_restore_jit, model, ensemble=ensemble)
+    else:
+      self._fn = functools.partial(_restore_tiled_jit, model, tile=tile,
+                                   overlap=overlap, ensemble=ensemble)
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    """Deblurs one image (shapes and dtypes as `to_float_rgb` takes them).
+
+    Returns:
+      HxWx3: uint8 if `image` was uint8 or uint16 (quantised as `to_uint8`),
+      else float32 in [0, 1].
+    """
+    x, integer = to_float_rgb(image)
+    h, w = x.shape[:2]
+    y = np.asarray(self._fn(self.params, pad_to_multiple(x)[None]))[0, :h, :w]
+    return to_uint8(y) if integer else y
+
+  def deblur_file(self, in_path: str, out_path: str) -> None:
+    """Deblurs the image file `in_path` (see `read_image`) into an RGB 8-bit PNG."""
+    write_png(out_path, to_uint8(self(read_image(in_path))))
+
+
+def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,
+         overlap: int = 32, tlc_train_size: Optional[int] = None,
+         dtype: Optional[str] = None) -> Deblurrer:
+  """A `Deblurrer` for the checkpoint `checkpoint.find(workdir)` picks.
+
+  Args:
+    workdir: a training or conversion workdir.
+    ensemble, tile, overlap, tlc_train_size: see `Deblurrer`.
+    dtype: computation dtype override ('bfloat16', 'float32'); None: the
+      checkpoint's.
+  """
+  params, config = checkpoint.load_params(workdir)
+  overrides = {} if dtype is None else {'dtype': dtype}
+  model = checkpoint.model_from_config(config, **overrides)
+  return Deblurrer(model, params, ensemble=ensemble, tile=tile, overlap=overlap,
+                   tlc_train_size=tlc_train_size)

@@ -1,0 +1,183 @@
+r"""Deblurs an image, or every image of a folder, with a trained FCN.
+
+  python -m fcn_jax.predict --workdir=DIR --input=blurry.jpg --output=sharp.png
+  python -m fcn_jax.predict --workdir=DIR --input=blurry/ --output=sharp/ \
+      [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256]
+
+DIR is a training or conversion workdir (its best checkpoint, else its latest).
+Outputs are RGB 8-bit PNGs of the input's size (as displayed: the EXIF
+orientation of photos is applied); a folder's outputs keep the inputs' stems
+and a folder's inputs are all its non-hidden files, each of which must be an
+image. Every input is opened before anything is written, and each PNG
+is written to a temporary file that then replaces the output, so an error
+leaves earlier outputs complete and never touches an input. Each distinct
+image size (rounded up to a multiple of 8) compiles once.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+from PIL import Image
+import tqdm
+
+from fcn_jax import checkpoint
+from fcn_jax import inference
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Workdir holding the checkpoint.')
+flags.DEFINE_string('input', None, 'An image file, or a folder of image files.')
+flags.DEFINE_string('output', None,
+                    'A .png file (or an existing folder) for a file input; a '
+                    'folder (created if needed) for a folder input.')
+flags.DEFINE_bool('ensemble', False, 'x8 geometric self-ensemble (8x slower).')
+flags.DEFINE_integer('tile', None,
+                     'Tile side (a multiple of 8) for images too large to run '
+                     'whole; tiles see local statistics, so results differ a '
+                     'little from whole-image inference.')
+flags.DEFINE_integer('overlap', 32, 'Minimum overlap of tiles, in pixels.')
+flags.DEFINE_integer('tlc_train_size', None,
+                     'Test-time local statistics: the training crop size whose '
+                     'statistics channel attention should see.')
+
+
+class PredictError(Exception):
+  """A bad path or file; the message starts with the path."""
+
+
+def _is_png_path(path: str) -> bool:
+  return path.lower().endswith('.png')
+
+
+def _check_image(path: str) -> None:
+  try:
+    with Image.open(path) as im:
+      im.verify()
+  except Image.UnidentifiedImageError:
+    raise PredictError(f'{path}: not an image file') from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise PredictError(f'{path}: cannot read as an image ({type(e).__name__}: '
+                       f'{e})') from None
+
+
+def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
+  """(input, output) pairs, after checking every input and output path.
+
+  Writes nothing. A folder input takes its regular, non-hidden files, sorted;
+  each must be an image.
+
+  Raises:
+    PredictError: naming the first offending path.
+  """
+  if not os.path.exists(input_path):
+    raise PredictError(f'{input_path}: no such file or directory')
+  if os.path.isdir(input_path):
+    if os.path.exists(output_path) and not os.path.isdir(output_path):
+      raise PredictError(f'{output_path}: not a folder (the input is a folder)')
+    names = sorted(n for n in os.listdir(input_path) if not n.startswith('.')
+                   and os.path.isfile(os.path.join(input_path, n)))
+    if not names:
+      raise PredictError(f'{input_path}: no files to deblur')
+    pairs = [(os.path.join(input_path, n),
+              os.path.join(output_path, os.path.splitext(n)[0] + '.png'))
+             for n in names]
+  else:
+    if os.path.isdir(output_path) or output_path.endswith(os.sep):
+      stem = os.path.splitext(os.path.basename(input_path))[0]
+      output = os.path.join(output_path, stem + '.png')
+    elif _is_png_path(output_path):
+      output = output_path
+    else:
+      raise PredictError(f'{output_path}: the output must be a .png file or a folder')
+    pairs = [(input_path, output)]
+
+  seen = {}
+  for src, dst in pairs:
+    if dst in seen:
+      raise PredictError(f'{src}: has the same output name as {seen[dst]} ({dst})')
+    seen[dst] = src
+  inputs = {(st.st_dev, st.st_ino) for st in (os.stat(src) for src, _ in pairs)}
+  for src, dst in pairs:
+    if os.path.exists(dst):
+      st = os.stat(dst)
+      if (st.st_dev, st.st_ino) in inputs:
+        raise PredictError(f'{dst}: is an input; refusing to overwrite it')
+      if os.path.isdir(dst):
+        raise PredictError(f'{dst}: is a folder')
+  for src, _ in pairs:
+    _check_image(src)
+  return pairs
+
+
+def run(workdir: str, input_path: str, output_path: str, *,
+        ensemble: bool = False, tile: Optional[int] = None, overlap: int = 32,
+        tlc_train_size: Optional[int] = None, progress: bool = True) -> list[str]:
+  """Deblurs `input_path` (a file or a folder) into `output_path`.
+
+  Checks the checkpoint and all paths first (see `plan`), then loads the model
+  and writes one PNG per input.
+
+  Returns:
+    The paths written.
+
+  Raises:
+    PredictError: naming the offending path.
+  """
+  try:
+    checkpoint.find(workdir)
+  except FileNotFoundError:
+    raise PredictError(
+        f'{workdir}: no checkpoint (expected {checkpoint.BEST}/<step> or '
+        f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
+    ) from None
+  pairs = plan(input_path, output_path)
+  deblurrer = inference.load(workdir, ensemble=ensemble, tile=tile,
+                             overlap=overlap, tlc_train_size=tlc_train_size)
+  for directory in sorted({os.path.dirname(os.path.abspath(d)) for _, d in pairs}):
+    os.makedirs(directory, exist_ok=True)
+  folder = os.path.isdir(input_path)
+  written = []
+  for src, dst in tqdm.tqdm(pairs, unit='image', disable=not (progress and folder)):
+    try:
+      image = inference.read_image(src)
+    except Exception as e:  # pylint: disable=broad-except
+      raise PredictError(f'{src}: cannot read as an image ({type(e).__name__}: '
+                         f'{e})') from None
+    sharp = inference.to_uint8(deblurrer(image))
+    try:
+      inference.write_png(dst, sharp)
+    except OSError as e:
+      raise PredictError(f'{dst}: cannot write ({e.strerror or e})') from None
+    written.append(dst)
+  return written
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.ERROR)  # Orbax's checkpoint chatter
+  if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
+    sys.exit('error: --workdir, --input and --output are required')
+  if FLAGS.tile is not None:
+    try:
+      inference.check_tiling(FLAGS.tile, FLAGS.overlap)
+    except ValueError as e:
+      sys.exit(f'error: --tile/--overlap: {e}')
+  if FLAGS.tlc_train_size is not None and FLAGS.tlc_train_size <= 0:
+    sys.exit(f'error: --tlc_train_size: must be positive, got {FLAGS.tlc_train_size}')
+  try:
+    written = run(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                  ensemble=FLAGS.ensemble, tile=FLAGS.tile,
+                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size)
+  except PredictError as e:
+    sys.exit(f'error: {e}')
+  if not os.path.isdir(FLAGS.input):
+    print(f'wrote {written[0]}')
+
+
+if __name__ == '__main__':
+  app.run(main)
