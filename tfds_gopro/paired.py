@@ -6,7 +6,8 @@ each split (`match_folders`). Before TFDS writes anything, every pair is decoded
 and checked (`validate_pairs`); any problem ends the build with a
 `DatasetLayoutError` that names the offending files. Builders write ArrayRecord
 files unless the caller asks for another format, so that
-`tfds.data_source(...)` can read them with random access.
+`tfds.data_source(...)` can read them with random access; `tfds.load(...)` and
+`as_dataset()` read them too (`array_record_dataset.ArrayRecordDatasetMixin`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from absl import logging
 from etils import epath
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from tfds_gopro import array_record_dataset
 
 DEFAULT_FILE_FORMAT = tfds.core.FileFormat.ARRAY_RECORD
 SUPERVISED_KEYS = ('blur', 'sharp')
@@ -274,9 +277,13 @@ def _shape(size: tuple[int, int]) -> str:
   return f'{height}x{width}x3'
 
 
-class PairedImageBuilder(tfds.core.GeneratorBasedBuilder,
+class PairedImageBuilder(array_record_dataset.ArrayRecordDatasetMixin,
+                         tfds.core.GeneratorBasedBuilder,
                          skip_registration=True):
   """Base of the paired blur/sharp builders.
+
+  Writes ArrayRecord by default, which `tfds.data_source()` reads, and
+  `as_dataset()` and `tfds.load()` too (see `ArrayRecordDatasetMixin`).
 
   Subclasses set `DESCRIPTION`, `HOMEPAGE`, `VERSION`, `RELEASE_NOTES` and
   `MANUAL_DOWNLOAD_INSTRUCTIONS`, and implement `_find_pairs`. The citation is

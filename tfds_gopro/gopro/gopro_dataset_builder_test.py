@@ -1,6 +1,6 @@
 """Tests of the `gopro` builder on both layouts, from Python and the CLI."""
 
-import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -15,10 +15,7 @@ from tfds_gopro.gopro import gopro_dataset_builder
 
 _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-# What `tfds build` runs, without the `tfds` executable (see README.md).
-_TFDS_BUILD = (
-    'import sys; from tensorflow_datasets.scripts.cli import build, cli_utils; '
-    "cli_utils.make_flags_parser(build.Args, 'tfds build')(sys.argv).execute()")
+_TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
 _ORIGINAL_IDS = {
     'train': ['GOPR0001_00_00/000001', 'GOPR0001_00_00/000002',
               'GOPR0002_00_00/000001'],
@@ -26,29 +23,25 @@ _ORIGINAL_IDS = {
 }
 
 
-class _TFRecordHarness:
-  """Builds as TFRecord: the TFDS test harness reads with `as_dataset()`."""
-
-  def _make_builder(self, config=None):
-    return self.dataset_class(data_dir=self.tmp_dir, config=config,
-                              version=self.VERSION, file_format='tfrecord')
-
-
-class GoproOriginalTest(_TFRecordHarness, tfds.testing.DatasetBuilderTestCase):
-  """The GOPRO_Large tree, both configs."""
+class GoproOriginalTest(tfds.testing.DatasetBuilderTestCase):
+  """The GOPRO_Large tree, both configs; ArrayRecord read by `as_dataset()`."""
 
   DATASET_CLASS = gopro_dataset_builder.Builder
   EXAMPLE_DIR = str(_DUMMY / 'original')
   SPLITS = {'train': 3, 'test': 2}
 
 
-class GoproFlatTest(_TFRecordHarness, tfds.testing.DatasetBuilderTestCase):
-  """The flattened {train,test}/{input,target} layout."""
+class GoproFlatTest(tfds.testing.DatasetBuilderTestCase):
+  """The flattened {train,test}/{input,target} layout, written as TFRecord."""
 
   DATASET_CLASS = gopro_dataset_builder.Builder
   EXAMPLE_DIR = str(_DUMMY / 'flat')
   BUILDER_CONFIG_NAMES_TO_TEST = ['blur']
   SPLITS = {'train': 3, 'test': 2}
+
+  def _make_builder(self, config=None):
+    return self.dataset_class(data_dir=self.tmp_dir, config=config,
+                              version=self.VERSION, file_format='tfrecord')
 
 
 def _download_config(manual_dir):
@@ -92,55 +85,85 @@ def test_flat_layout_ids(tmp_path):
       'GOPR0003_00_00/000001', 'GOPR0003_00_00_000002']
 
 
-def test_tfds_load(tmp_path):
-  """`tfds.load` builds; reading needs TFRecord (or `tfds.data_source`)."""
+def _original_png(example_id, folder):
+  scene, frame = example_id.split('/')
+  for split in ('train', 'test'):
+    path = _DUMMY / 'original' / 'GOPRO_Large' / split / scene / folder
+    if path.is_dir():
+      return np.asarray(Image.open(path / f'{frame}.png'))
+  raise FileNotFoundError(example_id)
+
+
+def test_tfds_load_reads_array_record(tmp_path):
+  """`tfds.load` prepares as ArrayRecord, then reads it as a tf.data.Dataset."""
   dl_kwargs = {'download_config': _download_config(_DUMMY / 'original')}
-  ds = tfds.load('gopro', split='train', data_dir=tmp_path / 'tfrecord',
-                 as_supervised=True,
+  for split, ids in _ORIGINAL_IDS.items():
+    ds = tfds.load('gopro', split=split, data_dir=tmp_path,
+                   download_and_prepare_kwargs=dl_kwargs)
+    assert ds.cardinality() == len(ids)
+    examples = list(tfds.as_numpy(ds))
+    assert sorted(e['id'].decode() for e in examples) == ids
+    for example in examples:
+      example_id = example['id'].decode()
+      assert example['blur'].shape == example['sharp'].shape == (16, 24, 3)
+      np.testing.assert_array_equal(example['blur'],
+                                    _original_png(example_id, 'blur'))
+      np.testing.assert_array_equal(example['sharp'],
+                                    _original_png(example_id, 'sharp'))
+    pairs = list(tfds.as_numpy(tfds.load('gopro', split=split,
+                                         data_dir=tmp_path,
+                                         as_supervised=True)))
+    assert len(pairs) == len(ids)
+    for (blur, sharp), example in zip(pairs, examples):
+      np.testing.assert_array_equal(blur, example['blur'])
+      np.testing.assert_array_equal(sharp, example['sharp'])
+    # Same examples, in the same (stored) order, as the random-access source.
+    source = tfds.data_source('gopro', split=split, data_dir=tmp_path)
+    assert [e['id'] for e in source] == [e['id'] for e in examples]
+    np.testing.assert_array_equal(source[0]['blur'], examples[0]['blur'])
+  builder = tfds.builder('gopro', data_dir=tmp_path)
+  assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+  assert not list(builder.data_path.glob('*.tfrecord*'))
+
+
+def test_tfds_load_tfrecord(tmp_path):
+  """TFRecord, when asked for, is read by TFDS's own reader."""
+  ds = tfds.load('gopro', split='train', data_dir=tmp_path, as_supervised=True,
                  builder_kwargs={'file_format': 'tfrecord'},
-                 download_and_prepare_kwargs=dl_kwargs)
+                 download_and_prepare_kwargs={'download_config': (
+                     _download_config(_DUMMY / 'original'))})
   pairs = list(tfds.as_numpy(ds))
   assert len(pairs) == 3
   assert all(b.shape == s.shape == (16, 24, 3) for b, s in pairs)
   # A prepared dataset keeps its format when reopened without `file_format`.
-  reopened = tfds.builder('gopro', data_dir=tmp_path / 'tfrecord')
+  reopened = tfds.builder('gopro', data_dir=tmp_path)
   assert reopened.info.file_format == tfds.core.FileFormat.TFRECORD
 
-  # With the default (ArrayRecord), `tfds.load` builds the dataset, then TFDS
-  # 4.9.10 cannot make a tf.data.Dataset of it: `tfds.data_source` reads it.
-  data_dir = tmp_path / 'array_record'
-  with pytest.raises(NotImplementedError, match='as_data_source'):
-    tfds.load('gopro', split='test', data_dir=data_dir,
-              download_and_prepare_kwargs=dl_kwargs)
-  assert tfds.builder('gopro', data_dir=data_dir).is_prepared()
-  assert len(tfds.data_source('gopro', split='test', data_dir=data_dir)) == 2
 
-
-def test_tfds_build_command(tmp_path):
-  """`tfds build tfds_gopro/gopro`: builds every config, as ArrayRecord."""
-  # Run from outside the repository, like the `tfds` executable, whose
-  # sys.path does not hold the repository root.
+@pytest.mark.parametrize('from_repo_root', [False, True])
+def test_tfds_build_command(tmp_path, from_repo_root):
+  """The `tfds build` executable, run outside the repository or at its root."""
+  if from_repo_root:  # The flattened copy, which has only the `blur` config.
+    args, cwd, configs = ['tfds_gopro/gopro', '--config=blur'], _REPO, ['blur']
+    manual_dir = _DUMMY / 'flat'
+  else:
+    # The repository root is then neither the cwd nor on the executable's
+    # sys.path: the builder must find `tfds_gopro` by itself.
+    args, cwd = [str(_REPO / 'tfds_gopro' / 'gopro')], tmp_path
+    configs, manual_dir = ['blur', 'blur_gamma'], _DUMMY / 'original'
   result = subprocess.run(
-      [sys.executable, '-c', _TFDS_BUILD, str(_REPO / 'tfds_gopro' / 'gopro'),
-       f'--manual_dir={_DUMMY / "original"}', f'--data_dir={tmp_path}'],
-      cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+      [_TFDS, 'build', *args, f'--manual_dir={manual_dir}',
+       f'--data_dir={tmp_path}'],
+      cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-5000:]
-  for config in ('blur', 'blur_gamma'):
-    test = tfds.data_source(f'gopro/{config}', split='test', data_dir=tmp_path)
-    assert _ids(test) == _ORIGINAL_IDS['test']
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec('apache_beam') is None,
-    reason='the tfds executable of TFDS 4.9.10 needs apache_beam')
-def test_tfds_executable(tmp_path):
-  tfds_cli = pathlib.Path(sys.executable).parent / 'tfds'
-  result = subprocess.run(
-      [str(tfds_cli), 'build', 'tfds_gopro/gopro', '--config=blur',
-       f'--manual_dir={_DUMMY / "flat"}', f'--data_dir={tmp_path}'],
-      cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-5000:]
-  assert len(tfds.data_source('gopro', split='train', data_dir=tmp_path)) == 3
+  for config in configs:
+    builder = tfds.builder(f'gopro/{config}', data_dir=tmp_path)
+    assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+    source = tfds.data_source(f'gopro/{config}', split='train',
+                              data_dir=tmp_path)
+    assert _ids(source) == _ORIGINAL_IDS['train']
+    ds = tfds.load(f'gopro/{config}', split='train', data_dir=tmp_path)
+    assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
 
 
 def _tree(root):

@@ -1,11 +1,13 @@
 """Tests of the `hide` builder on both layouts, from Python and the CLI."""
 
+import os
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
@@ -13,23 +15,12 @@ from tfds_gopro.hide import hide_dataset_builder
 
 _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-# What `tfds build` runs, without the `tfds` executable (see README.md).
-_TFDS_BUILD = (
-    'import sys; from tensorflow_datasets.scripts.cli import build, cli_utils; '
-    "cli_utils.make_flags_parser(build.Args, 'tfds build')(sys.argv).execute()")
+_TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
 _TEST_IDS = ['test-close-ups/1fromGOPR1001', 'test-close-ups/2fromGOPR1001',
              'test-long-shot/1fromGOPR2001']
 
 
-class _TFRecordHarness:
-  """Builds as TFRecord: the TFDS test harness reads with `as_dataset()`."""
-
-  def _make_builder(self, config=None):
-    return self.dataset_class(data_dir=self.tmp_dir, config=config,
-                              version=self.VERSION, file_format='tfrecord')
-
-
-class HideOriginalTest(_TFRecordHarness, tfds.testing.DatasetBuilderTestCase):
+class HideOriginalTest(tfds.testing.DatasetBuilderTestCase):
   """The HIDE_dataset tree: GT/, train/, test/test-{close-ups,long-shot}/."""
 
   DATASET_CLASS = hide_dataset_builder.Builder
@@ -37,12 +28,19 @@ class HideOriginalTest(_TFRecordHarness, tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 2, 'test': 3}
 
 
-class HideFlatTest(_TFRecordHarness, tfds.testing.DatasetBuilderTestCase):
-  """The flattened test/{input,target} layout, without a train split."""
+class HideFlatTest(tfds.testing.DatasetBuilderTestCase):
+  """The flattened test/{input,target} layout, without a train split.
+
+  Written as TFRecord, which TFDS reads itself.
+  """
 
   DATASET_CLASS = hide_dataset_builder.Builder
   EXAMPLE_DIR = str(_DUMMY / 'flat')
   SPLITS = {'test': 2}
+
+  def _make_builder(self, config=None):
+    return self.dataset_class(data_dir=self.tmp_dir, config=config,
+                              version=self.VERSION, file_format='tfrecord')
 
 
 def _ids(source):
@@ -80,27 +78,50 @@ def test_flat_layout_ids(tmp_path):
 
 
 def test_tfds_load(tmp_path):
-  ds = tfds.load('hide', split='test', data_dir=tmp_path, as_supervised=True,
-                 builder_kwargs={'file_format': 'tfrecord'},
-                 download_and_prepare_kwargs={'download_config': (
-                     tfds.download.DownloadConfig(
-                         manual_dir=str(_DUMMY / 'original')))})
-  pairs = list(tfds.as_numpy(ds))
-  assert len(pairs) == 3
-  assert all(b.shape == s.shape == (16, 24, 3) for b, s in pairs)
+  """`tfds.load` prepares as ArrayRecord and reads it; TFRecord too."""
+  dl_kwargs = {'download_config': tfds.download.DownloadConfig(
+      manual_dir=str(_DUMMY / 'original'))}
+  ds = tfds.load('hide', split='test', data_dir=tmp_path / 'array_record',
+                 download_and_prepare_kwargs=dl_kwargs)
+  examples = list(tfds.as_numpy(ds))
+  assert sorted(e['id'].decode() for e in examples) == _TEST_IDS
+  original = _DUMMY / 'original' / 'HIDE_dataset'
+  for example in examples:
+    group, stem = example['id'].decode().split('/')
+    np.testing.assert_array_equal(
+        example['blur'], Image.open(original / 'test' / group / f'{stem}.png'))
+    np.testing.assert_array_equal(example['sharp'],
+                                  Image.open(original / 'GT' / f'{stem}.png'))
+  for file_format in ('array_record', 'tfrecord'):
+    ds = tfds.load('hide', split='test', data_dir=tmp_path / file_format,
+                   as_supervised=True,
+                   builder_kwargs={'file_format': file_format},
+                   download_and_prepare_kwargs=dl_kwargs)
+    pairs = list(tfds.as_numpy(ds))
+    assert len(pairs) == 3
+    assert all(b.shape == s.shape == (16, 24, 3) for b, s in pairs)
 
 
-def test_tfds_build_command(tmp_path):
-  """`tfds build tfds_gopro/hide`, as ArrayRecord."""
-  # Run from outside the repository, like the `tfds` executable, whose
-  # sys.path does not hold the repository root.
+@pytest.mark.parametrize('from_repo_root', [False, True])
+def test_tfds_build_command(tmp_path, from_repo_root):
+  """The `tfds build` executable, run outside the repository or at its root."""
+  if from_repo_root:
+    path, cwd, layout = 'tfds_gopro/hide', _REPO, 'flat'
+    ids = ['1fromGOPR1001', '1fromGOPR2001']
+  else:
+    # The repository root is then neither the cwd nor on the executable's
+    # sys.path: the builder must find `tfds_gopro` by itself.
+    path, cwd, layout = str(_REPO / 'tfds_gopro' / 'hide'), tmp_path, 'original'
+    ids = _TEST_IDS
   result = subprocess.run(
-      [sys.executable, '-c', _TFDS_BUILD, str(_REPO / 'tfds_gopro' / 'hide'),
-       f'--manual_dir={_DUMMY / "original"}', f'--data_dir={tmp_path}'],
-      cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+      [_TFDS, 'build', path, f'--manual_dir={_DUMMY / layout}',
+       f'--data_dir={tmp_path}'],
+      cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-5000:]
-  assert _ids(tfds.data_source('hide', split='test', data_dir=tmp_path)) == (
-      _TEST_IDS)
+  source = tfds.data_source('hide', split='test', data_dir=tmp_path)
+  assert _ids(source) == ids
+  ds = tfds.load('hide', split='test', data_dir=tmp_path)
+  assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
 
 
 def _tree(root):
