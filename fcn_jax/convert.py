@@ -196,8 +196,12 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) ->
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('torch_checkpoint', None, 'The release\'s .pth file.')
-flags.DEFINE_string('workdir', None, 'Directory to write the converted checkpoint to.')
+
+
+def define_flags() -> None:
+  """The command line's flags (only when run as a program; see predict.py)."""
+  flags.DEFINE_string('torch_checkpoint', None, 'The release\'s .pth file.')
+  flags.DEFINE_string('workdir', None, 'Directory to write the converted checkpoint to.')
 
 
 def load_torch_state_dict(path: str) -> tuple[dict, dict]:
@@ -250,4 +254,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

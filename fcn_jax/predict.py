@@ -29,20 +29,25 @@ from fcn_jax import checkpoint
 from fcn_jax import inference
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Workdir holding the checkpoint.')
-flags.DEFINE_string('input', None, 'An image file, or a folder of image files.')
-flags.DEFINE_string('output', None,
-                    'A .png file (or an existing folder) for a file input; a '
-                    'folder (created if needed) for a folder input.')
-flags.DEFINE_bool('ensemble', False, 'x8 geometric self-ensemble (8x slower).')
-flags.DEFINE_integer('tile', None,
-                     'Tile side (a multiple of 8) for images too large to run '
-                     'whole; tiles see local statistics, so results differ a '
-                     'little from whole-image inference.')
-flags.DEFINE_integer('overlap', 32, 'Minimum overlap of tiles, in pixels.')
-flags.DEFINE_integer('tlc_train_size', None,
-                     'Test-time local statistics: the training crop size whose '
-                     'statistics channel attention should see.')
+
+
+def define_flags() -> None:
+  """The command line's flags (defined only when run as a program, so that
+  importing this module next to other CLIs defines no clashing flags)."""
+  flags.DEFINE_string('workdir', None, 'Workdir holding the checkpoint.')
+  flags.DEFINE_string('input', None, 'An image file, or a folder of image files.')
+  flags.DEFINE_string('output', None,
+                      'A .png file (or an existing folder) for a file input; a '
+                      'folder (created if needed) for a folder input.')
+  flags.DEFINE_bool('ensemble', False, 'x8 geometric self-ensemble (8x slower).')
+  flags.DEFINE_integer('tile', None,
+                       'Tile side (a multiple of 8) for images too large to run '
+                       'whole; tiles see local statistics, so results differ a '
+                       'little from whole-image inference.')
+  flags.DEFINE_integer('overlap', 32, 'Minimum overlap of tiles, in pixels.')
+  flags.DEFINE_integer('tlc_train_size', None,
+                       'Test-time local statistics: the training crop size whose '
+                       'statistics channel attention should see.')
 
 
 class PredictError(Exception):
@@ -180,4 +185,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

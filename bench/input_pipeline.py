@@ -1,0 +1,126 @@
+"""Throughput of the training input pipeline (images/s) on this machine.
+
+Builds (once) a `synthetic_blur` dataset of full-size 720x1280 pairs from
+procedural photos in --data_dir (default: a temporary folder), then times
+`fcn_jax.input_pipeline.train_iterator` at steady state, and times its stages
+alone (record fetch, PNG decoding, crop + augmentation) on one thread to show
+what dominates.
+
+  python bench/input_pipeline.py --batch_size=16 --crop=256 --seconds=30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax import input_pipeline as ip
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+CONFIG = 'bench720'
+
+
+def build(data_dir: str, photos: int, crops_per_photo: int) -> None:
+  """Makes synthetic_blur/bench720 (720x1280 pairs) in data_dir if missing."""
+  if os.path.isdir(os.path.join(data_dir, 'synthetic_blur', CONFIG)) and (
+      tfds.builder(f'synthetic_blur/{CONFIG}', data_dir=data_dir)
+      .is_prepared()):
+    return
+  with tempfile.TemporaryDirectory() as folder:
+    for i in range(photos):
+      photo = sb.procedural_photo(np.random.default_rng(i), 760, 1320)
+      Image.fromarray(photo).save(os.path.join(folder, f'photo{i}.png'))
+    config = sb.SyntheticBlurConfig(
+        name=CONFIG, source_dir=folder, crop_height=720, crop_width=1280,
+        crops_per_photo=crops_per_photo, max_side=0, test_fraction=0.1)
+    start = time.perf_counter()
+    sb.Builder(data_dir=data_dir, config=config).download_and_prepare()
+    print(f'built synthetic_blur/{CONFIG} in {time.perf_counter() - start:.0f}'
+          ' s')
+
+
+def stage_times(spec: str, data_dir: str, crop: int, n: int = 20) -> None:
+  """Per-image time of each stage, on one thread (eager TF ops)."""
+  source = ip._source(spec, data_dir)  # pylint: disable=protected-access
+  raws = [source[i % len(source)] for i in range(n)]
+  start = time.perf_counter()
+  for i in range(n):
+    source[i % len(source)]
+  fetch = (time.perf_counter() - start) / n
+  decode = tf.function(ip._decode)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  augment = tf.function(lambda pair, seed: ip._augment(pair, seed, crop, True))
+  pairs = [decode(tf.constant(r)) for r in raws[:2]]
+  start = time.perf_counter()
+  for r in raws:
+    pairs.append(decode(tf.constant(r)))
+  dec = (time.perf_counter() - start) / n
+  augment(pairs[0], tf.constant([0, 0], tf.int64))
+  start = time.perf_counter()
+  for i, pair in enumerate(pairs[2:]):
+    augment(pair, tf.constant([0, i], tf.int64))
+  aug = (time.perf_counter() - start) / n
+  mb = np.mean([len(r) for r in raws]) / 2**20
+  print(f'one thread, per pair ({mb:.1f} MiB record): fetch {fetch * 1e3:.1f}'
+        f' ms, parse + 2 PNG decodes {dec * 1e3:.1f} ms, crop + augment'
+        f' {aug * 1e3:.1f} ms  (~{1 / (fetch + dec + aug):.0f} pairs/s/core)')
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data_dir', default=None,
+                      help='TFDS data_dir (default: a temporary folder).')
+  parser.add_argument('--dataset', default=None,
+                      help=f'Spec to read (default: synthetic_blur/{CONFIG}'
+                      ':train, built if missing).')
+  parser.add_argument('--batch_size', type=int, default=16)
+  parser.add_argument('--crop', type=int, default=256)
+  parser.add_argument('--seconds', type=float, default=20.0)
+  parser.add_argument('--warmup', type=int, default=5,
+                      help='Batches before timing.')
+  parser.add_argument('--photos', type=int, default=8)
+  parser.add_argument('--crops_per_photo', type=int, default=4)
+  args = parser.parse_args()
+
+  with tempfile.TemporaryDirectory() as tmp:
+    data_dir = args.data_dir or tmp
+    spec = args.dataset or f'synthetic_blur/{CONFIG}:train'
+    if args.dataset is None:
+      build(data_dir, args.photos, args.crops_per_photo)
+    print(f'{spec}: {ip.num_examples(spec, data_dir)} examples; batch'
+          f' {args.batch_size}, crop {args.crop}; {os.cpu_count()} CPUs')
+    stage_times(spec, data_dir, args.crop)
+    batches = ip.train_iterator(
+        spec, data_dir, global_batch_size=args.batch_size, crop_size=args.crop,
+        seed=0, process_index=0, process_count=1)
+    for _ in range(args.warmup):
+      next(batches)
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < args.seconds:
+      next(batches)
+      count += 1
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu  # All threads of this process.
+    images = count * args.batch_size
+    print(f'train_iterator: {images / elapsed:.1f} images/s'
+          f' ({elapsed / count * 1e3:.0f} ms per batch of {args.batch_size},'
+          f' {count} batches in {elapsed:.1f} s); {cpu / elapsed:.2f} cores'
+          f' busy, {images / cpu:.1f} images per CPU-second; load average'
+          f' {os.getloadavg()[0]:.1f}')
+
+
+if __name__ == '__main__':
+  main()

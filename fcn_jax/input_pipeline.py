@@ -1,0 +1,481 @@
+"""tf.data input pipeline: training crops and full-size evaluation batches.
+
+This is the only fcn_jax module that imports TensorFlow, and it hides the GPUs
+from TF at import, so that TF never takes accelerator memory.
+
+Datasets are named by specs 'name[/config]:split' ('gopro:train',
+'synthetic_blur/mine:test') and read with random access from their ArrayRecord
+files through `tfds.data_source`, as raw serialized examples: one Python call
+per host batch fetches the bytes of its records (ArrayRecord reads them in
+parallel), and everything else (proto parsing, PNG decoding, cropping,
+augmentation) runs as TF ops in parallel, deterministic tf.data maps, outside
+the GIL. PNG decoding dominates the cost (two 1280x720 PNGs per sample).
+
+Training stream. It is stateless and indexed by step, which makes resuming
+exact. Global sample j = step * global_batch_size + k (k < global_batch_size)
+is example perm_e[j % N] of the N in the split, where e = j // N is its epoch
+and perm_e = np.random.default_rng([seed, e]).permutation(N); its crop
+position, saturation jitter and symmetry come from stateless TF random ops
+seeded with (seed, j). Host p of P yields the k in [p * B / P, (p + 1) * B / P)
+of each step. A run restarted at step s builds the stream from
+j = s * global_batch_size on and sees exactly the batches of an uninterrupted
+run. Augmentation follows the authors' release: a random paired crop
+(images smaller than the crop are reflect-padded at the bottom/right), with
+probability 1/3 a saturation factor uniform in [0.8, 1.2] applied to both
+images, then one of the 8 symmetries of the square (rotations by 0/90/180/270
+degrees, optionally followed by a left-right flip) applied to both.
+
+Evaluation. Every example exactly once, at its original size (the consumer
+pads to a multiple of 8). Examples are grouped by image shape (read once per
+process from the PNG headers); each group is padded with masked entries
+(index -1, pixels of a real image of the group) to a multiple of the global
+batch size, and each global batch is sliced over the hosts, so all hosts yield
+the same number of batches with the same shapes in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import functools
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+try:
+  tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # TF already initialized its devices; nothing to hide.
+  pass
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow_datasets as tfds
+import tfds_gopro  # noqa: F401  (registers gopro, hide and synthetic_blur)
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_IMAGE_KEYS = ('blur', 'sharp')
+_FEATURES = {k: tf.io.FixedLenFeature([], tf.string) for k in _IMAGE_KEYS}
+_RANDOM_ACCESS = ('array_record', 'parquet')
+
+
+def parse_dataset(spec: str) -> tuple[str, str]:
+  """Splits a spec into (name, split).
+
+  'gopro/blur:train' -> ('gopro/blur', 'train'); 'hide:test' -> ('hide',
+  'test'); 'gopro:train[:10%]' -> ('gopro', 'train[:10%]'). Pure Python.
+
+  Args:
+    spec: 'name[/config][:version]:split'.
+
+  Returns:
+    (name, split).
+  """
+  # The last ':' outside brackets: splits may be slices ('train[:10%]').
+  depth, cut = 0, -1
+  for i, char in enumerate(spec):
+    depth += {'[': 1, ']': -1}.get(char, 0)
+    if char == ':' and depth == 0:
+      cut = i
+  name, split = spec[:max(cut, 0)], spec[cut + 1:]
+  if cut < 0 or not name or not split:
+    raise ValueError(
+        f"Dataset {spec!r} is not of the form 'name[/config]:split', e.g."
+        " 'gopro:train'."
+    )
+  return name, split
+
+
+def _build_command(name: str, data_dir: str | None) -> str:
+  """The shell command that prepares dataset `name` in `data_dir`."""
+  dataset, _, config = name.split(':')[0].partition('/')
+  command = f'tfds build tfds_gopro/{dataset}'
+  if dataset == 'synthetic_blur' and config and config != 'skimage':
+    command += (
+        f' --config=\'{{"name": "{config}", "source_dir": "<photo folder>"}}\''
+    )
+  elif config:
+    command += f' --config={config}'
+  if dataset != 'synthetic_blur':
+    command += f' --manual_dir=<folder with the {dataset} download>'
+  if data_dir:
+    command += f' --data_dir={data_dir}'
+  return command
+
+
+def check_dataset(spec: str, data_dir: str | None) -> None:
+  """Raises ValueError unless `spec` is prepared in `data_dir`.
+
+  The error is one clear line naming the command that makes the dataset, e.g.
+  `tfds build tfds_gopro/gopro --manual_dir=... --data_dir=<data_dir>`.
+
+  Args:
+    spec: Dataset spec, e.g. 'gopro:train'.
+    data_dir: TFDS data_dir (None: TFDS's default).
+  """
+  name, split = parse_dataset(spec)
+  where = data_dir or 'the default TFDS data_dir'
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
+  except (tfds.core.DatasetNotFoundError, ValueError):
+    # Unknown dataset or config, and nothing on disk to read it from.
+    prepared = False
+  if not prepared:
+    raise ValueError(
+        f'Dataset {name} is not prepared in {where}; make it with: '
+        f'{_build_command(name, data_dir)}'
+    )
+  try:
+    builder.info.splits[split]
+  except (KeyError, ValueError):
+    raise ValueError(
+        f'Dataset {name} in {where} has no split {split!r}; it has'
+        f' {sorted(builder.info.splits)}.'
+    ) from None
+  formats = {f.value for f in builder.info.available_file_formats()}
+  if not formats & set(_RANDOM_ACCESS):
+    raise ValueError(
+        f'Dataset {name} in {where} is stored as {sorted(formats)}, without'
+        ' random access; rebuild it as ArrayRecord with: '
+        f'{_build_command(name, data_dir)} --file_format=array_record'
+        ' --overwrite'
+    )
+
+
+def prepare_synthetic(spec: str, data_dir: str | None) -> None:
+  """Builds a missing `synthetic_blur` dataset of a config defined in code.
+
+  The default config (`skimage`) needs no download, so a run can make it on
+  the fly (about 20 s on 2 CPU cores). Datasets of other names, configs made
+  from JSON (whose photo folder only their build command knows) and prepared
+  datasets are left alone: `check_dataset` reports what is missing. Call it
+  from one process per data_dir.
+
+  Args:
+    spec: Dataset spec, e.g. 'synthetic_blur:train'.
+    data_dir: TFDS data_dir (None: TFDS's default).
+  """
+  name, _ = parse_dataset(spec)
+  if name.split(':')[0].split('/')[0] != 'synthetic_blur':
+    return
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except (tfds.core.DatasetNotFoundError, ValueError):
+    return  # A config that is not in code and not on disk.
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+
+
+@functools.lru_cache(maxsize=None)
+def _source(spec: str, data_dir: str | None):
+  """Random-access source of the raw serialized examples of `spec`."""
+  check_dataset(spec, data_dir)
+  name, split = parse_dataset(spec)
+  return tfds.data_source(
+      name,
+      split=split,
+      data_dir=data_dir,
+      download=False,
+      deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+  )
+
+
+def num_examples(spec: str, data_dir: str | None) -> int:
+  """Number of examples in the split of `spec`."""
+  return len(_source(spec, data_dir))
+
+
+def _hosts(
+    global_batch_size: int, process_index: int | None,
+    process_count: int | None,
+) -> tuple[int, int]:
+  """Returns (this host's index, per-host batch size)."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index = jax.process_index() if process_index is None else (
+        process_index)
+    process_count = jax.process_count() if process_count is None else (
+        process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, '
+                     f'{process_count}).')
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(
+        f'Global batch size {global_batch_size} is not a positive multiple of'
+        f' the process count {process_count}.'
+    )
+  return process_index, global_batch_size // process_count
+
+
+def _fetch_fn(source, index_fn=None):
+  """tf function: int64 [n] -> [n] serialized examples, in one Python call.
+
+  ArrayRecord reads the n records in parallel (C++ threads), so a call per
+  batch rather than per example keeps the GIL out of the way.
+
+  Args:
+    source: Random-access source of serialized examples.
+    index_fn: Maps an int to the example index to read (default: identity).
+  """
+
+  def fetch(keys):
+    keys = [int(k) for k in keys.numpy()]
+    if index_fn is not None:
+      keys = [index_fn(k) for k in keys]
+    return np.array(source.__getitems__(keys), dtype=object)
+
+  def fetch_tf(keys):
+    raw = tf.py_function(fetch, [keys], tf.string)
+    raw.set_shape(keys.shape)
+    return raw
+
+  return fetch_tf
+
+
+def _decode(raw: tf.Tensor) -> tf.Tensor:
+  """Serialized example -> (H, W, 6) uint8, blur then sharp channels."""
+  parsed = tf.io.parse_single_example(raw, _FEATURES)
+  blur = tf.io.decode_png(parsed['blur'], channels=3)
+  sharp = tf.io.decode_png(parsed['sharp'], channels=3)
+  tf.debugging.assert_equal(
+      tf.shape(blur), tf.shape(sharp), message='blur and sharp sizes differ')
+  return tf.concat([blur, sharp], axis=-1)
+
+
+def _reflect(positions: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """Maps positions into [0, size) by mirror reflection (edge not repeated)."""
+  period = tf.maximum(2 * size - 2, 1)
+  m = tf.math.floormod(positions, period)
+  return tf.minimum(m, period - m)
+
+
+def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
+             augment: bool) -> tuple[tf.Tensor, tf.Tensor]:
+  """Random crop, saturation jitter and symmetry of a (H, W, 6) uint8 pair.
+
+  Args:
+    pair: Blur and sharp stacked on the channels.
+    seed: Shape [2] int64 stateless seed of this sample.
+    crop_size: Side of the square crop.
+    augment: Whether to jitter saturation and apply a symmetry (the crop is
+      random either way).
+
+  Returns:
+    (blur, sharp) float32 (crop, crop, 3) in [0, 1].
+  """
+  s_y, s_x, s_sat, s_apply, s_sym = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=5))
+  shape = tf.shape(pair)
+  crop = tf.constant(crop_size, tf.int32)
+
+  def start(image_size, s):
+    return tf.random.stateless_uniform(
+        [], s, minval=0, maxval=tf.maximum(image_size - crop, 0) + 1,
+        dtype=tf.int32)
+
+  rows = _reflect(start(shape[0], s_y) + tf.range(crop), shape[0])
+  cols = _reflect(start(shape[1], s_x) + tf.range(crop), shape[1])
+  pair = tf.gather(tf.gather(pair, rows, axis=0), cols, axis=1)
+  pair = tf.cast(pair, tf.float32) / 255.0
+  if augment:
+    factor = tf.random.stateless_uniform([], s_sat, 0.8, 1.2)
+    apply = tf.random.stateless_uniform([], s_apply) < 1 / 3
+
+    def saturate():
+      return tf.concat([
+          tf.clip_by_value(tf.image.adjust_saturation(x, factor), 0.0, 1.0)
+          for x in (pair[..., :3], pair[..., 3:])
+      ], axis=-1)
+
+    pair = tf.cond(apply, saturate, lambda: pair)
+    symmetry = tf.random.stateless_uniform(
+        [], s_sym, minval=0, maxval=8, dtype=tf.int32)
+    pair = tf.image.rot90(pair, symmetry % 4)
+    pair = tf.cond(symmetry >= 4, lambda: tf.reverse(pair, axis=[1]),
+                   lambda: pair)
+  pair = tf.ensure_shape(pair, [crop_size, crop_size, 6])
+  return pair[..., :3], pair[..., 3:]
+
+
+def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(options)
+
+
+def train_iterator(
+    spec: str,
+    data_dir: str | None,
+    *,
+    global_batch_size: int,
+    crop_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    augment: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this host's part of each global training batch, forever.
+
+  Args:
+    spec: Dataset spec, e.g. 'gopro:train'.
+    data_dir: TFDS data_dir (None: TFDS's default).
+    global_batch_size: B, examples per step over all hosts.
+    crop_size: Side of the square crops.
+    seed: Seed of the example order and of the augmentation.
+    start_step: First step to yield (to resume a run).
+    process_index: This host p (default: `jax.process_index()`).
+    process_count: Number of hosts P (default: `jax.process_count()`).
+    augment: Whether to apply saturation jitter and symmetries (the crop is
+      random either way).
+
+  Yields:
+    {'blur': float32 (B/P, crop, crop, 3) in [0, 1], 'sharp': same}. The batch
+    of step s depends only on (seed, s).
+  """
+  host, batch = _hosts(global_batch_size, process_index, process_count)
+  source = _source(spec, data_dir)
+  n = len(source)
+  if n == 0:
+    raise ValueError(f'Dataset {spec} is empty.')
+
+  @functools.lru_cache(maxsize=2)
+  def permutation(epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+  def example_index(j: int) -> int:
+    epoch, r = divmod(j, n)
+    return int(permutation(epoch)[r])
+
+  fetch = _fetch_fn(source, example_index)
+  offsets = tf.range(batch, dtype=tf.int64)
+
+  def fetch_step(t):
+    # Host-local step t -> this host's global sample numbers j and records.
+    js = (start_step + t) * global_batch_size + host * batch + offsets
+    return fetch(js), js
+
+  def sample(raw, j):
+    blur, sharp = _augment(_decode(raw), tf.stack([seed, j]), crop_size,
+                           augment)
+    return {'blur': blur, 'sharp': sharp}
+
+  ds = tf.data.Dataset.counter(dtype=tf.int64)
+  ds = ds.map(fetch_step, num_parallel_calls=2, deterministic=True).unbatch()
+  ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch, drop_remainder=True).prefetch(2)
+  return _options(ds).as_numpy_iterator()
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+  """(height, width) of a PNG from its IHDR chunk."""
+  if png[:8] != b'\x89PNG\r\n\x1a\n' or png[12:16] != b'IHDR':
+    shape = tf.io.extract_jpeg_shape(png) if png[:2] == b'\xff\xd8' else (
+        tf.shape(tf.io.decode_image(png)))
+    return int(shape[0]), int(shape[1])
+  width, height = struct.unpack('>II', png[16:24])
+  return height, width
+
+
+@functools.lru_cache(maxsize=None)
+def _scan(spec: str, data_dir: str | None) -> tuple[list, list[str]]:
+  """[(height, width)] and ids of all examples, read once per process."""
+  check_dataset(spec, data_dir)
+  name, split = parse_dataset(spec)
+  skip = tfds.decode.SkipDecoding()
+  source = tfds.data_source(
+      name, split=split, data_dir=data_dir, download=False,
+      decoders={'blur': skip, 'sharp': skip})
+  shapes, ids = [], []
+  for start in range(0, len(source), 64):
+    for ex in source.__getitems__(range(start, min(start + 64, len(source)))):
+      shape = _png_size(ex['blur'])
+      if _png_size(ex['sharp']) != shape:
+        raise ValueError(f"{spec}: blur and sharp sizes differ for {ex['id']}")
+      shapes.append(shape)
+      example_id = ex['id']
+      ids.append(example_id.decode() if isinstance(example_id, bytes) else
+                 str(example_id))
+  return shapes, ids
+
+
+def eval_ids(spec: str, data_dir: str | None) -> list[str]:
+  """The `id` of example i, for per-image CSVs."""
+  return list(_scan(spec, data_dir)[1])
+
+
+def _eval_plan(
+    spec: str, data_dir: str | None, *, global_batch_size: int,
+) -> list[np.ndarray]:
+  """The global batches of evaluation: int64 arrays of example indices.
+
+  Entries are -1 for padding. Batches of a shape group are consecutive; the
+  groups come in the order of their first example.
+
+  Args:
+    spec: Dataset spec.
+    data_dir: TFDS data_dir.
+    global_batch_size: Entries per batch.
+  """
+  shapes, _ = _scan(spec, data_dir)
+  groups: dict[tuple[int, int], list[int]] = {}
+  for i, shape in enumerate(shapes):
+    groups.setdefault(shape, []).append(i)
+  batches = []
+  for members in groups.values():
+    padded = -np.ones(-(-len(members) // global_batch_size) * global_batch_size,
+                      np.int64)
+    padded[:len(members)] = members
+    batches.extend(padded.reshape(-1, global_batch_size))
+  return batches
+
+
+def eval_iterator(
+    spec: str,
+    data_dir: str | None,
+    *,
+    global_batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Full-resolution evaluation batches: every example exactly once.
+
+  All images of one batch share one shape; every host yields the same number
+  of batches with the same shapes, in the same order. Padding entries (mask
+  False, index -1) fill the last batch of each shape group.
+
+  Args:
+    spec: Dataset spec, e.g. 'gopro:test'.
+    data_dir: TFDS data_dir (None: TFDS's default).
+    global_batch_size: B, entries per batch over all hosts.
+    process_index: This host p (default: `jax.process_index()`).
+    process_count: Number of hosts P (default: `jax.process_count()`).
+
+  Returns:
+    An iterator of {'blur', 'sharp': float32 (B/P, H, W, 3) in [0, 1] at the
+    images' original size (the consumer pads to a multiple of 8), 'mask': bool
+    (B/P,), 'index': int32 (B/P,) example index (-1 for padding)}.
+  """
+  host, batch = _hosts(global_batch_size, process_index, process_count)
+  plan = _eval_plan(spec, data_dir, global_batch_size=global_batch_size)
+  if not plan:
+    return iter(())
+  index = np.concatenate([b[host * batch:(host + 1) * batch] for b in plan])
+  # Padding repeats the first example of its batch's shape group.
+  fill = np.concatenate([
+      np.where(b[host * batch:(host + 1) * batch] < 0, b[0], b[
+          host * batch:(host + 1) * batch]) for b in plan
+  ])
+  fetch = _fetch_fn(_source(spec, data_dir))
+
+  def load(i, raw):
+    pair = tf.cast(_decode(raw), tf.float32) / 255.0
+    return {'blur': pair[..., :3], 'sharp': pair[..., 3:], 'mask': i >= 0,
+            'index': tf.cast(i, tf.int32)}
+
+  ds = tf.data.Dataset.from_tensor_slices((index, fill)).batch(batch)
+  ds = ds.map(lambda i, f: (i, fetch(f))).unbatch()
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch).prefetch(1)
+  return _options(ds).as_numpy_iterator()

@@ -1,0 +1,304 @@
+"""Tests of fcn_jax.input_pipeline on tiny datasets built once per module."""
+
+import itertools
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from fcn_jax import input_pipeline as ip
+from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
+
+SHAPES = ((16, 24), (24, 16), (16, 24), (8, 8), (16, 24), (24, 16), (16, 24))
+
+
+def _coded_photo(height: int, width: int, tag: int) -> np.ndarray:
+  """Every pixel distinct: R = x, G = y, B = tag."""
+  yy, xx = np.mgrid[0:height, 0:width]
+  return np.stack([xx, yy, np.full_like(xx, tag)], -1).astype(np.uint8)
+
+
+with tfds.core.registered.skip_registration():
+
+  class MixedShapes(tfds.core.GeneratorBasedBuilder):
+    """Pairs of several sizes (blur = 255 - sharp), read back from files."""
+
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      image = tfds.features.Image(shape=(None, None, 3), encoding_format='png')
+      return tfds.core.DatasetInfo(
+          builder=self,
+          features=tfds.features.FeaturesDict(
+              {'blur': image, 'sharp': image, 'id': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {'test': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, (h, w) in enumerate(SHAPES):
+        sharp = _coded_photo(h, w, i)
+        yield i, {'blur': 255 - sharp, 'sharp': sharp, 'id': f'img{i}'}
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory) -> str:
+  root = tmp_path_factory.mktemp('pipeline')
+  photos, coded = root / 'photos', root / 'coded'
+  photos.mkdir()
+  coded.mkdir()
+  for i in range(4):
+    Image.fromarray(sb.procedural_photo(np.random.default_rng(i), 40, 56)).save(
+        photos / f'p{i}.png')
+    Image.fromarray(_coded_photo(40, 56, 40 * i)).save(coded / f'c{i}.png')
+  data = root / 'data'
+  common = dict(crop_height=32, crop_width=48, crops_per_photo=2,
+                test_fraction=0.25, max_blur=6.0)
+  configs = [
+      sb.SyntheticBlurConfig(name='pipe', source_dir=str(photos), **common),
+      # No motion, no noise: blur == sharp exactly.
+      sb.SyntheticBlurConfig(
+          name='aligned', source_dir=str(coded), min_blur=0.0,
+          max_rotation=0.0, shot_noise=0.0, read_noise=0.0,
+          **(common | {'max_blur': 0.0})),
+  ]
+  for config in configs:
+    sb.Builder(data_dir=data, config=config).download_and_prepare()
+  MixedShapes(data_dir=data, file_format='array_record').download_and_prepare()
+  return str(data)
+
+
+PIPE = 'synthetic_blur/pipe:train'  # 3 photos x 2 crops = 6 examples.
+ALIGNED = 'synthetic_blur/aligned:train'
+
+
+def _stored(spec, data_dir):
+  name, split = ip.parse_dataset(spec)
+  source = tfds.data_source(name, split=split, data_dir=data_dir)
+  return [source[i] for i in range(len(source))]
+
+
+def _take(iterator, n):
+  return list(itertools.islice(iterator, n))
+
+
+def _train(data_dir, spec=PIPE, **kwargs):
+  args = dict(global_batch_size=4, crop_size=16, seed=0, process_index=0,
+              process_count=1)
+  args.update(kwargs)
+  return ip.train_iterator(spec, data_dir, **args)
+
+
+def test_tensorflow_sees_no_gpu():
+  assert not tf.config.get_visible_devices('GPU')
+
+
+def test_parse_dataset():
+  assert ip.parse_dataset('gopro/blur:train') == ('gopro/blur', 'train')
+  assert ip.parse_dataset('hide:test') == ('hide', 'test')
+  assert ip.parse_dataset('x:train[:10]') == ('x', 'train[:10]')
+  assert ip.parse_dataset('x:1.0.0:train') == ('x:1.0.0', 'train')
+  for bad in ('gopro', ':train', 'gopro:'):
+    with pytest.raises(ValueError, match='name'):
+      ip.parse_dataset(bad)
+
+
+def test_check_dataset_names_the_build_command(data_dir, tmp_path):
+  ip.check_dataset(PIPE, data_dir)
+  with pytest.raises(ValueError) as e:
+    ip.check_dataset('gopro:train', str(tmp_path))
+  message = str(e.value)
+  assert '\n' not in message
+  assert (f'tfds build tfds_gopro/gopro --manual_dir=<folder with the gopro'
+          f' download> --data_dir={tmp_path}') in message
+  with pytest.raises(ValueError, match='--config=blur_gamma'):
+    ip.check_dataset('gopro/blur_gamma:test', str(tmp_path))
+  with pytest.raises(ValueError, match='tfds build tfds_gopro/synthetic_blur'):
+    ip.check_dataset('synthetic_blur/nothere:train', data_dir)
+  with pytest.raises(ValueError, match='no split'):
+    ip.check_dataset('synthetic_blur/pipe:validation', data_dir)
+
+
+def test_prepare_synthetic(data_dir, tmp_path, monkeypatch):
+  built = []
+  monkeypatch.setattr(sb.Builder, 'download_and_prepare',
+                      lambda self, **kw: built.append(self.builder_config.name))
+  ip.prepare_synthetic('synthetic_blur:train', str(tmp_path))
+  assert built == ['skimage']  # The default config, missing: built.
+  ip.prepare_synthetic('synthetic_blur/pipe:train', data_dir)  # Prepared.
+  ip.prepare_synthetic('synthetic_blur/other:train', data_dir)  # JSON config.
+  ip.prepare_synthetic('gopro:train', str(tmp_path))  # Not synthetic.
+  assert built == ['skimage']
+
+
+def test_num_examples_and_ids(data_dir):
+  assert ip.num_examples(PIPE, data_dir) == 6
+  assert ip.num_examples('synthetic_blur/pipe:test', data_dir) == 2
+  ids = ip.eval_ids(PIPE, data_dir)
+  assert ids == [ex['id'].decode() for ex in _stored(PIPE, data_dir)]
+
+
+def test_train_batches_shapes_and_ranges(data_dir):
+  # process_index/process_count default to JAX's (one process here).
+  default_hosts = _take(_train(data_dir, process_index=None,
+                               process_count=None), 1)[0]
+  for batch in [default_hosts] + _take(_train(data_dir), 3):
+    assert set(batch) == {'blur', 'sharp'}
+    for x in batch.values():
+      assert x.shape == (4, 16, 16, 3) and x.dtype == np.float32
+      assert 0.0 <= x.min() and x.max() <= 1.0
+    assert not np.array_equal(batch['blur'], batch['sharp'])
+
+
+def test_train_stream_is_a_function_of_seed_and_step(data_dir):
+  a = _take(_train(data_dir), 5)
+  b = _take(_train(data_dir), 5)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x['blur'], y['blur'])
+    np.testing.assert_array_equal(x['sharp'], y['sharp'])
+  assert not np.array_equal(a[0]['blur'], a[1]['blur'])
+  other = _take(_train(data_dir, seed=1), 1)[0]
+  assert not np.array_equal(a[0]['blur'], other['blur'])
+  # Resuming at step 3 (past the end of the first epoch: 12 > 6 samples).
+  resumed = _take(_train(data_dir, start_step=3), 2)
+  for x, y in zip(resumed, a[3:]):
+    np.testing.assert_array_equal(x['blur'], y['blur'])
+    np.testing.assert_array_equal(x['sharp'], y['sharp'])
+
+
+def test_host_shards_concatenate_to_the_global_batch(data_dir):
+  whole = _take(_train(data_dir, start_step=2), 3)
+  shards = [_take(_train(data_dir, start_step=2, process_index=p,
+                         process_count=2), 3) for p in range(2)]
+  for step in range(3):
+    for key in ('blur', 'sharp'):
+      assert shards[0][step][key].shape == (2, 16, 16, 3)
+      np.testing.assert_array_equal(
+          np.concatenate([shards[0][step][key], shards[1][step][key]]),
+          whole[step][key])
+  with pytest.raises(ValueError, match='multiple'):
+    _train(data_dir, global_batch_size=3, process_count=2)
+
+
+def test_each_epoch_visits_every_example_once(data_dir):
+  # A crop as large as the image without augmentation starts at (0, 0), so
+  # its top-left 32x48 is the stored example.
+  stored = [ex['sharp'] for ex in _stored(ALIGNED, data_dir)]
+  batches = _take(_train(data_dir, ALIGNED, global_batch_size=3, crop_size=48,
+                         augment=False), 4)
+  crops = np.concatenate([b['sharp'] for b in batches])[:, :32, :48]
+  order = []
+  for crop in crops:
+    match = [i for i, s in enumerate(stored)
+             if np.array_equal(np.round(crop * 255), s)]
+    assert len(match) == 1
+    order.extend(match)
+  assert sorted(order[:6]) == sorted(order[6:]) == list(range(6))
+  assert order[:6] != order[6:]
+
+
+def _symmetries(x: np.ndarray) -> list[np.ndarray]:
+  """The 8 symmetries of the square applied to x."""
+  rotations = [np.rot90(x, k) for k in range(4)]
+  return rotations + [r[:, ::-1] for r in rotations]
+
+
+def _window_of(candidate: np.ndarray, images: list[np.ndarray]) -> bool:
+  """Whether `candidate` is an exact window of one of `images`."""
+  for image in images:
+    hits = np.argwhere((image == candidate[0, 0]).all(axis=-1))
+    for y, x in hits:
+      h, w = candidate.shape[:2]
+      if np.array_equal(image[y:y + h, x:x + w], candidate):
+        return True
+  return False
+
+
+def test_augmentation_keeps_pairs_aligned_and_covers_all_symmetries(data_dir):
+  stored = [ex['sharp'] for ex in _stored(ALIGNED, data_dir)]
+  batches = _take(_train(data_dir, ALIGNED, global_batch_size=8, crop_size=16),
+                  20)
+  seen, jittered = set(), 0
+  for batch in batches:
+    np.testing.assert_array_equal(batch['blur'], batch['sharp'])
+    for crop in batch['sharp']:
+      pixels = crop * 255
+      if np.abs(pixels - np.round(pixels)).max() > 1e-3:
+        jittered += 1  # Saturation changed the values.
+        continue
+      # Exactly one symmetry maps the crop back to a window of an example.
+      crop8 = np.round(pixels).astype(np.uint8)
+      found = [k for k, c in enumerate(_symmetries(crop8))
+               if _window_of(c, stored)]
+      assert len(found) == 1
+      seen.add(found[0])
+  assert seen == set(range(8))
+  assert 0.15 < jittered / 160 < 0.55  # Saturation jitter with p = 1/3.
+
+
+def test_crops_larger_than_the_images_are_reflect_padded(data_dir):
+  batch = _take(_train(data_dir, ALIGNED, crop_size=64), 1)[0]
+  assert batch['blur'].shape == (4, 64, 64, 3)
+  np.testing.assert_array_equal(batch['blur'], batch['sharp'])
+  plain = _take(_train(data_dir, ALIGNED, crop_size=64, augment=False), 1)[0]
+  image = np.round(plain['sharp'][0] * 255)
+  np.testing.assert_array_equal(image[32:34], image[30:28:-1])  # Mirror.
+  np.testing.assert_array_equal(image[:, 48:50], image[:, 46:44:-1])
+
+
+def _run_eval(spec, data_dir, global_batch_size, process_count):
+  per_host = [
+      list(ip.eval_iterator(spec, data_dir,
+                            global_batch_size=global_batch_size,
+                            process_index=p, process_count=process_count))
+      for p in range(process_count)
+  ]
+  assert len({len(batches) for batches in per_host}) == 1
+  for batches in zip(*per_host):
+    assert len({b['blur'].shape for b in batches}) == 1
+  return per_host
+
+
+@pytest.mark.parametrize('global_batch_size,process_count',
+                         [(3, 1), (4, 2), (2, 2)])
+def test_eval_visits_every_example_once(data_dir, global_batch_size,
+                                        process_count):
+  spec = 'mixed_shapes:test'
+  per_host = _run_eval(spec, data_dir, global_batch_size, process_count)
+  stored = _stored(spec, data_dir)
+  visited = []
+  for batches in per_host:
+    for b in batches:
+      host_batch = global_batch_size // process_count
+      assert b['blur'].shape[0] == host_batch
+      assert b['blur'].dtype == np.float32 and b['mask'].dtype == bool
+      assert b['index'].dtype == np.int32
+      np.testing.assert_array_equal(b['mask'], b['index'] >= 0)
+      for blur, sharp, index, mask in zip(b['blur'], b['sharp'], b['index'],
+                                          b['mask']):
+        np.testing.assert_allclose(blur, 1 - sharp, atol=1e-6)
+        if mask:
+          visited.append(int(index))
+          np.testing.assert_array_equal(np.round(sharp * 255),
+                                        stored[index]['sharp'])
+  assert sorted(visited) == list(range(len(SHAPES)))
+  # Groups: (16, 24) x4, (24, 16) x2, (8, 8) x1, each padded separately.
+  groups = {(16, 24): 4, (24, 16): 2, (8, 8): 1}
+  expected = sum(-(-n // global_batch_size) for n in groups.values())
+  assert len(per_host[0]) == expected
+
+
+def test_eval_on_synthetic_blur(data_dir):
+  (batches,) = _run_eval('synthetic_blur/pipe:test', data_dir, 4, 1)
+  assert len(batches) == 1
+  b = batches[0]
+  assert b['blur'].shape == (4, 32, 48, 3)
+  np.testing.assert_array_equal(b['index'], [0, 1, -1, -1])
+  stored = _stored('synthetic_blur/pipe:test', data_dir)
+  for i in range(2):
+    np.testing.assert_array_equal(np.round(b['blur'][i] * 255),
+                                  stored[i]['blur'])
+  assert ip.eval_ids('synthetic_blur/pipe:test', data_dir) == [
+      ex['id'].decode() for ex in stored]

@@ -1,0 +1,1 @@
+"""Folder-style TFDS builder `synthetic_blur`; see its README.md."""
