@@ -135,6 +135,22 @@ class Builder(array_record_dataset.ArrayRecordDatasetMixin,
           ),
       ),
       SyntheticBlurConfig(
+          name='mild',
+          description=(
+              'The same photographs and split, 128x128 crops, milder shake '
+              '(2 to 6 pixel paths): what configs/demo.py learns on a CPU.'
+          ),
+          min_blur=2.0, max_blur=6.0,
+      ),
+      SyntheticBlurConfig(
+          name='skimage_large',
+          description=(
+              'The same photographs and split, two 256x384 crops each: '
+              'full-size evaluation of models trained on small crops.'
+          ),
+          crop_height=256, crop_width=384, crops_per_photo=2,
+      ),
+      SyntheticBlurConfig(
           name='tiny',
           description=(
               'The same photographs, two 32x48 crops each: a dataset for'

@@ -1,0 +1,30 @@
+r"""A complete tiny run (train, evaluate, checkpoint) in about a minute on a CPU.
+
+Small widths on small synthetic camera-shake pairs made from scikit-image's
+photographs (built on first use, no download). The tests use it.
+
+  python main.py --config=configs/tiny.py --workdir=/tmp/fcn_tiny \
+      --config.data_dir=/tmp/fcn_tiny_data
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.update(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+  config.data_dir = '/tmp/fcn_jax_tiny_data'
+  config.train_dataset = 'synthetic_blur/tiny:train'
+  config.eval_datasets = ('synthetic_blur/tiny:test',)
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.crop_size = 32
+  config.num_train_steps = 12
+  config.log_every_steps = 4
+  config.eval_every_steps = 6
+  config.checkpoint_every_steps = 4
+  config.num_eval_images_logged = 2
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = 'step'
+  config.optimizer.decay_every_steps = 8
+  config.loss.trust = 'learned'
+  return config

@@ -1,0 +1,402 @@
+"""Training and evaluation of FCN: one sharded, jit-compiled loop.
+
+`train_and_evaluate` reads top to bottom: checks, mesh, model and optimizer,
+state (jit-initialised with out_shardings, or restored), input, the loop
+(update, logging, checkpoints, evaluations). The step functions above it are
+small and testable; they import no TensorFlow (the input pipeline is imported
+only inside `train_and_evaluate` / `evaluate`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from typing import Any, Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+from clu import parameter_overview
+from clu import periodic_actions
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from fcn_jax import checkpoint
+from fcn_jax import losses
+from fcn_jax import metrics
+from fcn_jax.models import FCN, init_params
+
+STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
+
+TrainMetrics = metrics.extend(
+    metrics.TrainMetrics,
+    **{f'loss_{s}': clu_metrics.Average.from_output(f'loss_{s}') for s in STAGES},
+    **{f'trust_{s}': clu_metrics.LastValue.from_output(f'trust_{s}') for s in STAGES},
+    grad_norm=clu_metrics.Average.from_output('grad_norm'),
+    learning_rate=clu_metrics.LastValue.from_output('learning_rate'))
+
+
+class ConfigError(ValueError):
+  """A config that cannot run, found at start-up."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What the optimizer trains: the network and the trust-ratio logits."""
+  step: jax.Array
+  params: dict   # {'net': FCN params, 'trust': (3,) logits of r_final, r_stage2, r_stage1}
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------
+# Pieces.
+
+def create_model(config: ml_collections.ConfigDict, **overrides) -> FCN:
+  return checkpoint.model_from_config(config.to_dict(), **overrides)
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The learning rate at each step (config.optimizer.schedule)."""
+  opt = config.optimizer
+  if opt.schedule == 'constant':
+    return optax.constant_schedule(opt.learning_rate)
+  if opt.schedule == 'step':
+    if opt.decay_every_steps <= 0:
+      return optax.constant_schedule(opt.learning_rate)
+    return optax.exponential_decay(opt.learning_rate, opt.decay_every_steps,
+                                   opt.decay_factor, staircase=True)
+  if opt.schedule == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        0.0, opt.learning_rate, max(opt.warmup_steps, 1),
+        max(config.num_train_steps, opt.warmup_steps + 1), opt.end_learning_rate)
+  raise ConfigError(f'config.optimizer.schedule: unknown schedule {opt.schedule!r}')
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  opt = config.optimizer
+  return optax.adam(create_learning_rate_fn(config), b1=opt.b1, b2=opt.b2, eps=opt.eps)
+
+
+def initial_trust_logits(config: ml_collections.ConfigDict) -> jax.Array:
+  r0 = config.loss.trust_init
+  return jnp.full((len(STAGES),), np.log(r0 / (1 - r0)), jnp.float32)
+
+
+def create_train_state(rng: jax.Array, model: FCN, tx: optax.GradientTransformation,
+                       config: ml_collections.ConfigDict) -> TrainState:
+  params = {'net': init_params(model, rng), 'trust': initial_trust_logits(config)}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
+               tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+               learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
+  """One Adam step on the trust-weighted loss of the three stage images."""
+  cfg = config.loss
+
+  def loss_fn(params):
+    outputs = model.apply({'params': params['net']}, batch['blur'])
+    per_stage = losses.stage_losses(outputs, batch['sharp'], eps=cfg.charbonnier_eps,
+                                    edge_weight=cfg.edge_weight)
+    loss = losses.combine(per_stage, params['trust'], trust=cfg.trust, tau=cfg.trust_tau)
+    return loss, (per_stage, outputs[0])
+
+  (loss, (per_stage, restored)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1,
+                            params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state)
+  ratios = (losses.trust_ratios(state.params['trust']) if cfg.trust == 'learned'
+            else jnp.ones(len(STAGES)))
+  outputs = dict(
+      loss=loss, psnr=metrics.psnr(restored, batch['sharp'], quantize=False),
+      grad_norm=optax.global_norm(grads['net']),
+      learning_rate=learning_rate_fn(state.step),
+      **{f'loss_{s}': per_stage[i] for i, s in enumerate(STAGES)},
+      **{f'trust_{s}': ratios[i] for i, s in enumerate(STAGES)})
+  return new_state, TrainMetrics.single_from_model_output(**outputs)
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Start-up checks that would otherwise fail hours into a run."""
+  if config.batch_size % num_devices:
+    raise ConfigError(f'config.batch_size={config.batch_size} is not divisible by the '
+                      f'{num_devices} devices')
+  if config.eval_batch_size % num_devices:
+    raise ConfigError(f'config.eval_batch_size={config.eval_batch_size} is not divisible '
+                      f'by the {num_devices} devices')
+  if config.crop_size % 8 or config.crop_size <= 0:
+    raise ConfigError(f'config.crop_size={config.crop_size} must be a positive multiple of 8')
+  if config.num_train_steps < 0:
+    raise ConfigError(f'config.num_train_steps={config.num_train_steps} is negative')
+  if config.loss.trust not in ('fixed', 'learned'):
+    raise ConfigError(f"config.loss.trust={config.loss.trust!r}: use 'fixed' or 'learned'")
+  if not 0 < config.loss.trust_init < 1:
+    raise ConfigError(f'config.loss.trust_init={config.loss.trust_init} must be in (0, 1)')
+  if jnp.dtype(config.model.dtype) not in (jnp.float32, jnp.bfloat16):
+    raise ConfigError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
+  if any(s not in (0, 1, 2, 3) for s in config.model.remat):
+    raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
+  create_learning_rate_fn(config)
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise ConfigError(f'config.init_from={config.init_from}: no such directory')
+
+
+def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
+  """Whether to evaluate after `step` (the paper's two evaluation periods)."""
+  if step == config.num_train_steps:
+    return True
+  every = config.eval_every_steps
+  if config.eval_every_steps_late > 0 and step > config.eval_late_from_step:
+    every = config.eval_every_steps_late
+  return every > 0 and step % every == 0
+
+
+def _data_dir(config) -> Optional[str]:
+  return os.path.expanduser(config.data_dir) if config.data_dir else None
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """One 'data' axis over every device of every host (GSPMD-partitioned)."""
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _abstract_state(config, model, tx, rng) -> TrainState:
+  return jax.eval_shape(lambda r: create_train_state(r, model, tx, config), rng)
+
+
+def _split_for_checkpoint(state: TrainState) -> tuple[Any, dict]:
+  return state.params['net'], {'step': state.step, 'trust': state.params['trust'],
+                               'opt_state': state.opt_state}
+
+
+def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState,
+                  sharding) -> TrainState:
+  """The train state saved at `step`, placed with `sharding`."""
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        abstract)
+  params, train = _split_for_checkpoint(target)
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(params), train=ocp.args.StandardRestore(train)))
+  train = restored['train']
+  return TrainState(step=train['step'], opt_state=train['opt_state'],
+                    params={'net': restored['params'], 'trust': train['trust']})
+
+
+def prepare_datasets(config) -> None:
+  """Checks the datasets; builds synthetic ones (no download needed) when missing."""
+  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  for spec in (config.train_dataset, *config.eval_datasets):
+    name, _ = input_pipeline.parse_dataset(spec)
+    if name.split('/')[0] == 'synthetic_blur':
+      input_pipeline.prepare_synthetic(spec, _data_dir(config))
+    try:
+      input_pipeline.check_dataset(spec, _data_dir(config))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------
+# The trainer.
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from workdir if it holds a checkpoint), evaluating as configured."""
+  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  check_config(config, jax.device_count())
+  prepare_datasets(config)
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+
+  # Mesh: one data axis over every device of every host; parameters replicated.
+  mesh = make_mesh()
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+
+  # Model, optimizer, state.
+  model = create_model(config)
+  tx = create_optimizer(config)
+  learning_rate_fn = create_learning_rate_fn(config)
+  rng = jax.random.key(config.seed)
+  abstract = _abstract_state(config, model, tx, rng)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  latest = checkpoint.make_manager(workdir, checkpoint.LATEST)
+  best = checkpoint.make_manager(workdir, checkpoint.BEST)
+  config_json = config.to_dict()
+  if latest.latest_step() is not None:
+    state = restore_state(latest, latest.latest_step(), abstract, replicated)
+    logging.info('Resumed from %s at step %d', latest.directory, int(state.step))
+  else:
+    state = jax.jit(lambda r: create_train_state(r, model, tx, config),
+                    out_shardings=state_sharding)(rng)
+    if config.init_from:
+      params, _ = checkpoint.load_params(config.init_from, sharding=replicated)
+      state = state.replace(params=dict(state.params, net=params))
+      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
+          state.params))
+      logging.info('Initialised the network from %s', config.init_from)
+  start_step = int(state.step)
+  best_psnr = -np.inf
+  if best.latest_step() is not None:
+    best_psnr = float(best.restore(best.latest_step(), args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta'].get('metrics', {}).get('psnr', -np.inf))
+  if start_step == 0:
+    parameter_overview.log_parameter_overview(state.params['net'])
+    writer.write_hparams({k: v for k, v in _flatten(config_json).items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  # Input: the stateless, step-indexed stream starts at this run's step.
+  train_iter = input_pipeline.train_iterator(
+      config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
+      crop_size=config.crop_size, seed=config.seed, start_step=start_step)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, config=config,
+                        learning_rate_fn=learning_rate_fn),
+      in_shardings=(state_sharding, data_sharding),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  eval_step = evaluation.make_eval_step(create_model(config), mesh,
+                                        ensemble=config.eval.ensemble)
+
+  def save(step: int, mngr=latest, metrics_=None):
+    params, train = _split_for_checkpoint(state)
+    checkpoint.save(mngr, step, params=params, train=train, config=config_json,
+                    meta={'samples_seen': step * config.batch_size,
+                          **({'metrics': metrics_} if metrics_ else {})},
+                    metrics=metrics_)
+
+  preempted = []
+  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                           writer=writer)
+  hooks = [report] if jax.process_index() == 0 else []
+  train_metrics, step_losses = None, []
+  logging.info('Training from step %d to %d', start_step, config.num_train_steps)
+  try:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        local = next(train_iter)
+        batch = {k: jax.make_array_from_process_local_data(data_sharding, v)
+                 for k, v in local.items()}
+        state, update = step_fn(state, batch)
+        train_metrics = update if train_metrics is None else train_metrics.merge(update)
+        step_losses.append((step, update.loss.total))
+      for hook in hooks:
+        hook(step)
+      log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
+      checkpoint_now = (step % config.checkpoint_every_steps == 0 or preempted
+                        or step == config.num_train_steps or latest.reached_preemption(step))
+      eval_now = is_eval_step(config, step) and config.eval_datasets
+      if log_now or checkpoint_now or eval_now:
+        _check_finite(step_losses)
+        step_losses = []
+      if log_now:
+        writer.write_scalars(step, {f'train_{k}': v for k, v in
+                                    train_metrics.compute().items()})
+        train_metrics = None
+      if eval_now:
+        with report.timed('eval'):
+          summaries, triplets = [], []
+          for spec in config.eval_datasets:
+            summary, images = evaluation.evaluate_dataset(
+                spec, _data_dir(config), state.params['net'], model, mesh,
+                global_batch_size=config.eval_batch_size, step_fn=eval_step,
+                num_triplets=config.num_eval_images_logged,
+                out_dir=(os.path.join(workdir, 'eval')
+                         if step == config.num_train_steps else None))
+            summaries.append(summary)
+            name = spec.replace('/', '_').replace(':', '_')
+            writer.write_scalars(step, {f'eval_{name}_{k}': v for k, v in summary.items()
+                                        if isinstance(v, float)})
+            if images:
+              writer.write_images(step, {f'eval_{name}_blurry_restored_sharp':
+                                         np.stack(images)})
+          logging.info('step %d\n%s', step, evaluation.format_table(summaries))
+          if summaries[0]['psnr'] > best_psnr:
+            best_psnr = summaries[0]['psnr']
+            save(step, best, {'psnr': best_psnr, 'dataset': summaries[0]['dataset']})
+      if checkpoint_now:
+        if not _all_finite(state.params):
+          raise NonFiniteLossError(
+              f'the parameters became NaN or Inf by step {step}; training stopped, '
+              'the last checkpoint saved before it is intact')
+        save(step)
+      writer.flush()
+      if preempted:
+        logging.warning('SIGTERM: saved step %d; exiting', step)
+        break
+  finally:
+    latest.wait_until_finished()
+    best.wait_until_finished()
+    signal.signal(signal.SIGTERM, previous_handler)
+    writer.flush()
+  return state
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(step_losses: list) -> None:
+  if not step_losses:
+    return
+  values = jax.device_get([loss for _, loss in step_losses])
+  for (step, _), value in zip(step_losses, values):
+    if not np.isfinite(value):
+      raise NonFiniteLossError(
+          f'the loss is {float(value)} at step {step}; training stopped, the last '
+          'checkpoint saved before it is intact')
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """--mode=eval: the best (or only) checkpoint of workdir on config.eval_datasets."""
+  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  if config.eval_batch_size % jax.device_count():
+    raise ConfigError(f'config.eval_batch_size={config.eval_batch_size} is not divisible '
+                      f'by the {jax.device_count()} devices')
+  if not config.eval_datasets:
+    raise ConfigError('config.eval_datasets is empty: nothing to evaluate')
+  mesh = make_mesh()
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params, saved = checkpoint.load_params(workdir, sharding=replicated)
+  # The architecture and dtype are the checkpoint's; TLC is an evaluation option.
+  model = checkpoint.model_from_config(saved, tlc_train_size=config.model.tlc_train_size)
+  eval_config = ml_collections.ConfigDict(config.to_dict())
+  eval_config.train_dataset = eval_config.eval_datasets[0]
+  prepare_datasets(eval_config)
+  step_fn = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble)
+  summaries = []
+  for spec in config.eval_datasets:
+    summary, _ = evaluation.evaluate_dataset(
+        spec, _data_dir(config), params, model, mesh,
+        global_batch_size=config.eval_batch_size, step_fn=step_fn,
+        out_dir=os.path.join(workdir, 'eval'), save_images=config.eval.save_images,
+        num_triplets=config.num_eval_images_logged)
+    summaries.append(summary)
+  if jax.process_index() == 0:
+    print(evaluation.format_table(summaries))
+  return summaries

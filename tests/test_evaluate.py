@@ -1,0 +1,202 @@
+"""--mode=eval on an untrained tiny checkpoint: every test image once, the same
+results on 1 and 4 devices, saved images, the ensemble, a missing checkpoint.
+
+Nothing is trained: the module writes one checkpoint of random parameters and
+copies it into each test's workdir. The 6 test images of synthetic_blur/tiny
+(32x48) are evaluated in batches of 4, so the last batch is half padding.
+"""
+import csv
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import tiny
+from fcn_jax import checkpoint
+from fcn_jax import inference
+from fcn_jax import input_pipeline
+from fcn_jax import metrics
+from fcn_jax import train
+from fcn_jax.models import FCN, init_params
+from tests.conftest import TINY
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = 'synthetic_blur/tiny:test'
+NAME = 'synthetic_blur_tiny_test'
+NUM_IMAGES = 6
+FIELDS = ('psnr', 'ssim_matlab', 'ssim_per_channel', 'input_psnr',
+          'input_ssim_matlab', 'input_ssim_per_channel')
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp('tiny_data'))
+  input_pipeline.prepare_synthetic(SPEC, d)
+  return d
+
+
+@pytest.fixture(scope='module')
+def template(tmp_path_factory):
+  """A workdir holding one checkpoint of random tiny parameters (step 0)."""
+  d = str(tmp_path_factory.mktemp('template'))
+  params = jax.jit(functools.partial(init_params, FCN(**TINY)))(jax.random.key(0))
+  mngr = checkpoint.make_manager(d)
+  checkpoint.save(mngr, 0, params=params, config=tiny.get_config().to_dict(), meta={})
+  mngr.wait_until_finished()
+  mngr.close()
+  return d
+
+
+def new_workdir(template, path) -> str:
+  shutil.copytree(template, path)
+  return str(path)
+
+
+def eval_config(data_dir, **eval_options):
+  config = tiny.get_config()
+  config.data_dir = data_dir
+  config.eval_batch_size = 4
+  config.eval.update(eval_options)
+  return config
+
+
+def read_summary(workdir) -> dict:
+  with open(os.path.join(workdir, 'eval', NAME, 'summary.json')) as f:
+    return json.load(f)
+
+
+def read_csv(workdir) -> list[dict]:
+  with open(os.path.join(workdir, 'eval', NAME, 'per_image.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+def read_test_split(data_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{id: (blur, sharp)} of the test split, uint8, read directly from TFDS."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.data_source('synthetic_blur/tiny', split='test', data_dir=data_dir,
+                            download=False)
+  out = {}
+  for i in range(len(source)):
+    ex = source[i]
+    key = ex['id'].decode() if isinstance(ex['id'], bytes) else str(ex['id'])
+    out[key] = (np.asarray(ex['blur']), np.asarray(ex['sharp']))
+  return out
+
+
+def run_main(workdir, data_dir, *args, devices=1):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/tiny.py',
+         f'--workdir={workdir}', f'--config.data_dir={data_dir}', '--mode=eval', *args]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+@pytest.fixture(scope='module')
+def plain(template, data_dir, tmp_path_factory):
+  """(workdir, summaries) of `train.evaluate` (--mode=eval) in this process."""
+  workdir = new_workdir(template, tmp_path_factory.mktemp('plain') / 'w')
+  return workdir, train.evaluate(eval_config(data_dir), workdir)
+
+
+@pytest.fixture(scope='module')
+def ensembled(template, data_dir, tmp_path_factory):
+  """As `plain`, with the x8 ensemble and the restored images saved."""
+  workdir = new_workdir(template, tmp_path_factory.mktemp('ensembled') / 'w')
+  config = eval_config(data_dir, ensemble=True, save_images=True)
+  return workdir, train.evaluate(config, workdir)
+
+
+def test_summary_and_csv_count_every_image_once(plain, data_dir):
+  workdir, summaries = plain
+  summary = read_summary(workdir)
+  assert summaries == [summary]
+  assert summary['dataset'] == SPEC and summary['num_images'] == NUM_IMAGES
+  assert set(FIELDS) <= set(summary)
+  rows = read_csv(workdir)
+  ids = [r['id'] for r in rows]
+  assert len(rows) == NUM_IMAGES and len(set(ids)) == NUM_IMAGES
+  assert [int(r['index']) for r in rows] == list(range(NUM_IMAGES))
+  assert ids == input_pipeline.eval_ids(SPEC, data_dir)
+  for k in FIELDS:
+    assert summary[k] == pytest.approx(np.mean([float(r[k]) for r in rows]), abs=1e-5)
+
+
+def test_metrics_equal_a_direct_computation(plain, template, data_dir):
+  workdir, _ = plain
+  rows = {r['id']: r for r in read_csv(workdir)}
+  data = read_test_split(data_dir)
+  assert sorted(data) == sorted(rows)
+  keys = sorted(data)
+  blur = np.stack([data[k][0] for k in keys])
+  sharp = np.stack([data[k][1] for k in keys])
+  params, saved = checkpoint.load_params(template)
+  restored = jax.jit(inference.restore, static_argnums=0)(
+      checkpoint.model_from_config(saved), params, blur.astype(np.float32) / 255)
+  direct = {**metrics.image_metrics(restored, sharp),
+            **{f'input_{k}': v for k, v in metrics.image_metrics(blur, sharp).items()}}
+  summary = read_summary(workdir)
+  for k in FIELDS:
+    ours = np.array([float(rows[key][k]) for key in keys])
+    np.testing.assert_allclose(ours, np.asarray(direct[k]), rtol=1e-5, atol=1e-5, err_msg=k)
+    assert summary[k] == pytest.approx(float(np.mean(direct[k])), abs=1e-5), k
+
+
+def test_four_devices_write_the_same_results(plain, template, data_dir, tmp_path):
+  workdir = new_workdir(template, tmp_path / 'four')
+  proc = run_main(workdir, data_dir, '--config.eval_batch_size=4', devices=4)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '4 local devices' in proc.stderr
+  one, four = read_summary(plain[0]), read_summary(workdir)
+  assert one['num_images'] == four['num_images'] == NUM_IMAGES
+  for k in FIELDS:
+    assert four[k] == pytest.approx(one[k], abs=1e-5), k
+  rows_one, rows_four = read_csv(plain[0]), read_csv(workdir)
+  assert [(r['index'], r['id']) for r in rows_four] == [
+      (r['index'], r['id']) for r in rows_one]
+  for a, b in zip(rows_one, rows_four):
+    for k in FIELDS:
+      assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-5), (a['id'], k)
+
+
+def test_save_images_writes_every_restored_image(ensembled, data_dir):
+  workdir, _ = ensembled
+  folder = os.path.join(workdir, 'eval', NAME, 'images')
+  rows = {r['id']: r for r in read_csv(workdir)}
+  data = read_test_split(data_dir)
+  assert sorted(os.listdir(folder)) == sorted(
+      f'{k.replace("/", "_")}.png' for k in data)
+  for key, (_, sharp) in data.items():
+    png = np.asarray(Image.open(os.path.join(folder, f'{key.replace("/", "_")}.png')))
+    assert png.shape == sharp.shape == (32, 48, 3) and png.dtype == np.uint8
+    # The PNG is the image that was scored.
+    assert float(metrics.psnr(png, sharp)) == pytest.approx(float(rows[key]['psnr']),
+                                                            abs=1e-5)
+
+
+def test_ensemble_changes_the_result_slightly(plain, ensembled):
+  one, ens = read_summary(plain[0]), read_summary(ensembled[0])
+  assert ens['num_images'] == NUM_IMAGES
+  for k in ('input_psnr', 'input_ssim_matlab', 'input_ssim_per_channel'):
+    assert ens[k] == one[k]
+  assert ens['psnr'] != one['psnr']
+  assert ens['psnr'] == pytest.approx(one['psnr'], abs=1.0)
+  assert ens['ssim_matlab'] == pytest.approx(one['ssim_matlab'], abs=0.1)
+
+
+def test_missing_checkpoint_is_one_error_line(tmp_path, data_dir):
+  workdir = tmp_path / 'empty'
+  workdir.mkdir()
+  proc = run_main(workdir, data_dir)
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error:') and str(workdir) in last, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(workdir / 'eval')

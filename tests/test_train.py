@@ -1,0 +1,225 @@
+"""Training: the tiny config end to end, on 1 and 4 devices, exact resume after
+kill -9, learned trust ratios, NaN handling and the start-up checks."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from fcn_jax import checkpoint
+from fcn_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  config = tiny.get_config()
+  config.data_dir = str(data_dir)
+  config.update(overrides)
+  return config
+
+
+def run_main(workdir, data_dir, *args, devices=1, wait=True):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/tiny.py',
+         f'--workdir={workdir}', f'--config.data_dir={data_dir}', *args]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return proc
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def scalars(workdir, tag):
+  """{step: value} of a scalar written by the clu writer (TensorBoard files)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  values = {}
+  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0})
+    acc.Reload()
+    if tag in acc.Tags().get('tensors', []):
+      for event in acc.Tensors(tag):
+        values[event.step] = float(tf.make_ndarray(event.tensor_proto))
+  return values
+
+
+def final_params(workdir):
+  """(params, step) of the latest checkpoint of `workdir`."""
+  mngr = checkpoint.make_manager(str(workdir), read_only=True)
+  step = mngr.latest_step()
+  config = checkpoint.read_config(str(workdir), checkpoint.LATEST, step)
+  target = checkpoint.abstract_params(checkpoint.model_from_config(config))
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(target)))
+  return restored['params'], step
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tiny_data')
+
+
+@pytest.fixture(scope='module')
+def reference_run(data_dir, tmp_path_factory):
+  """The tiny config trained once, uninterrupted, in this process (1 device)."""
+  workdir = tmp_path_factory.mktemp('reference')
+  state = train.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  return workdir, state
+
+
+def test_tiny_run_end_to_end(reference_run):
+  workdir, state = reference_run
+  config = tiny.get_config()
+  assert int(state.step) == config.num_train_steps
+  params, step = final_params(workdir)
+  assert step == config.num_train_steps
+  saved = checkpoint.read_config(str(workdir))
+  assert saved['model']['n_feat'] == config.model.n_feat and saved['seed'] == config.seed
+  # Best checkpoint by PSNR, and evaluation/logging happened.
+  assert checkpoint.find(str(workdir))[0] == checkpoint.BEST
+  psnr = scalars(workdir, 'eval_synthetic_blur_tiny_test_psnr')
+  assert sorted(psnr) == [6, 12]
+  losses = scalars(workdir, 'train_loss')
+  assert sorted(losses) == [4, 8, 12] and losses[12] < losses[4]
+  for tag in ('train_loss_final', 'train_loss_stage2', 'train_loss_stage1', 'train_psnr',
+              'train_grad_norm', 'train_learning_rate', 'train_trust_final'):
+    assert scalars(workdir, tag), tag
+
+
+def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
+  _, state = reference_run
+  ratios = np.asarray(jax.nn.sigmoid(state.params['trust']))
+  assert ((ratios > 0.05) & (ratios < 1)).all()
+  assert np.abs(ratios - tiny.get_config().loss.trust_init).min() > 1e-4
+
+
+def test_four_devices_give_the_same_losses(reference_run, data_dir, tmp_path):
+  run_main(tmp_path / 'four', data_dir, devices=4)
+  one = scalars(reference_run[0], 'train_loss')
+  four = scalars(tmp_path / 'four', 'train_loss')
+  assert sorted(one) == sorted(four)
+  for step in one:
+    assert four[step] == pytest.approx(one[step], rel=1e-4, abs=1e-6)
+  p1, _ = final_params(reference_run[0])
+  p4, _ = final_params(tmp_path / 'four')
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
+  workdir = tmp_path / 'killed'
+  proc = run_main(workdir, data_dir, wait=False)
+  deadline = time.time() + 300
+  # Kill as soon as the first checkpoint is complete, mid-run.
+  while not glob.glob(str(workdir / 'checkpoints' / '4' / 'commit_success.txt')):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
+  out = run_main(workdir, data_dir)
+  assert 'Resumed from' in out
+  ours, step = final_params(workdir)
+  theirs, _ = final_params(reference_run[0])
+  assert step == 12
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_path, monkeypatch):
+  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  real = input_pipeline.train_iterator
+
+  def poisoned(*args, **kwargs):
+    for step, batch in enumerate(real(*args, **kwargs), start=kwargs.get('start_step', 0) + 1):
+      if step == 3:
+        batch = dict(batch, blur=np.full_like(batch['blur'], np.nan))
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, 'train_iterator', poisoned)
+  config = tiny_config(data_dir, checkpoint_every_steps=2, eval_every_steps=0,
+                       num_train_steps=6, log_every_steps=100)
+  with pytest.raises(train.NonFiniteLossError, match='at step 3'):
+    train.train_and_evaluate(config, str(tmp_path))
+  params, step = final_params(tmp_path)
+  assert step == 2
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(batch_size=3), 'batch_size=3 is not divisible'),
+    (dict(crop_size=36), 'crop_size=36 must be a positive multiple of 8'),
+    (dict(loss=dict(trust='adaptive')), "trust='adaptive'"),
+    (dict(optimizer=dict(schedule='linear')), "schedule 'linear'"),
+    (dict(init_from='/nonexistent/run'), 'init_from=/nonexistent/run'),
+])
+def test_start_up_checks(overrides, match, monkeypatch):
+  config = tiny.get_config()
+  for key, value in overrides.items():
+    if isinstance(value, dict):
+      config[key].update(value)
+    else:
+      config[key] = value
+  monkeypatch.setattr(jax, 'device_count', lambda: 2)
+  with pytest.raises(train.ConfigError, match=match):
+    train.check_config(config, jax.device_count())
+
+
+def test_missing_dataset_names_the_build_command(tmp_path):
+  config = tiny_config(tmp_path, train_dataset='gopro/blur:train')
+  with pytest.raises(train.ConfigError, match='tfds build tfds_gopro/gopro'):
+    train.prepare_datasets(config)
+
+
+def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path}/w',
+       f'--config.data_dir={data_dir}', '--config.crop_size=30'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: config.crop_size=30 must be a positive multiple of 8')
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
+  workdir = tmp_path / 'preempted'
+  proc = run_main(workdir, data_dir, '--config.num_train_steps=1000',
+                  '--config.eval_every_steps=0', '--config.checkpoint_every_steps=2',
+                  wait=False)
+  deadline = time.time() + 300
+  while not glob.glob(str(workdir / 'checkpoints' / '2' / 'commit_success.txt')):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out[-2000:]
+  step = checkpoint.make_manager(str(workdir), read_only=True).latest_step()
+  assert 2 <= step < 1000
+  assert f'SIGTERM: saved step {step}' in out
+
+
+def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
+  source, _ = reference_run
+  config = tiny_config(data_dir, init_from=str(source), num_train_steps=1,
+                       eval_datasets=(), checkpoint_every_steps=1)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  start, _ = final_params(source)
+  moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
+           for a, b in zip(jax.tree.leaves(state.params['net']), jax.tree.leaves(start))]
+  # One Adam step from the source's weights: close to them, but not equal.
+  assert max(moved) < 5e-3 and max(moved) > 0
+  assert int(state.step) == 1
