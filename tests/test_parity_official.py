@@ -55,3 +55,26 @@ def test_official_outputs_match(height, width):
     diff = float(np.abs(np.asarray(ours) - theirs).max())
     print(f'{height}x{width} output {stage}: max |diff| = {diff:.2e}')
     assert diff <= 1e-4, (stage, diff)
+
+
+def test_same_png_as_the_release_test_script():
+  """The release's test.py path (clamp, img_as_ubyte) against our Deblurrer."""
+  from skimage import img_as_ubyte  # pylint: disable=g-import-not-at-top
+  from fcn_jax import inference  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(1)
+  net = official_net_class()().eval()
+  with torch.no_grad():  # keep outputs inside [0, 1] so the PNG is not all clipped
+    net.tail.weight.mul_(0.01)
+    net.sam23.conv2.weight.mul_(0.01)
+  image = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
+  x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+  with torch.no_grad():
+    theirs = img_as_ubyte(torch.clamp(net(x)[0], 0, 1)[0].permute(1, 2, 0).numpy())
+  deblur = inference.Deblurrer(FCN(precision='highest'),
+                               convert.torch_to_flax(net.state_dict()))
+  ours = deblur(image)
+  assert ours.dtype == np.uint8 and ours.shape == theirs.shape
+  diff = np.abs(ours.astype(int) - theirs.astype(int))
+  print(f'PNG levels differing: {(diff > 0).sum()} of {diff.size} (max {diff.max()})')
+  # Outputs agree to ~1e-6, so only values within 1e-6 of a rounding tie may flip.
+  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
