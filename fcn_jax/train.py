@@ -3,8 +3,9 @@
 `train_and_evaluate` reads top to bottom: checks, mesh, model and optimizer,
 state (jit-initialised with out_shardings, or restored), input, the loop
 (update, logging, checkpoints, evaluations). The step functions above it are
-small and testable; they import no TensorFlow (the input pipeline is imported
-only inside `train_and_evaluate` / `evaluate`).
+small and testable and import no TensorFlow: the input pipeline and clu's
+metric writers and periodic actions (which import TensorFlow) are imported only
+inside `train_and_evaluate` / `evaluate`.
 """
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ import signal
 from typing import Any, Optional
 
 from absl import logging
-from clu import metric_writers
 from clu import metrics as clu_metrics
 from clu import parameter_overview
-from clu import periodic_actions
 import flax
 import jax
 import jax.numpy as jnp
@@ -213,7 +212,11 @@ def prepare_datasets(config) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from workdir if it holds a checkpoint), evaluating as configured."""
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from clu import metric_writers
+  from clu import periodic_actions
+  from fcn_jax import input_pipeline
+  # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
   prepare_datasets(config)
   os.makedirs(workdir, exist_ok=True)
