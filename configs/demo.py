@@ -1,9 +1,11 @@
-r"""The out-of-the-box demo: FCN learns to remove synthetic camera shake on a CPU.
+r"""The out-of-the-box demo: FCN learns to remove camera shake on a CPU.
 
-Prepares the synthetic camera-shake dataset from the photographs bundled with
-scikit-image (no download), trains a reduced-width FCN, evaluates on the
-held-out photos and writes the summary and an image grid
-(blurry | restored | sharp) under the workdir.
+Prepares the synthetic camera-shake dataset `synthetic_blur/mild` from the
+photographs bundled with scikit-image (no download: 2 to 6 pixel camera paths
+on 128x128 crops, held-out test photos), trains a reduced-width FCN for about
+ten minutes on 2 CPU cores, evaluates it on the held-out photos and writes the
+summary (restored against blurry, PSNR and both SSIMs) and an image grid
+(blurry | restored | sharp) under runs/demo/eval/.
 
   python main.py --config=configs/demo.py --workdir=runs/demo     # or: make demo
 """
@@ -12,21 +14,21 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  config.model.update(n_feat=24, scale_unetfeats=12, scale_orsnetfeats=8, num_cab=2)
+  config.model.update(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=1)
   config.data_dir = 'runs/data'
-  config.train_dataset = 'synthetic_blur/skimage:train'
-  config.eval_datasets = ('synthetic_blur/skimage:test',)
+  config.train_dataset = 'synthetic_blur/mild:train'
+  config.eval_datasets = ('synthetic_blur/mild:test',)
   config.batch_size = 8
   config.eval_batch_size = 8
   config.crop_size = 64
-  config.num_train_steps = 1500
-  config.log_every_steps = 100
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 250
-  config.optimizer.learning_rate = 1e-3
+  config.num_train_steps = 600
+  config.log_every_steps = 50
+  config.eval_every_steps = 300
+  config.checkpoint_every_steps = 100
+  config.num_eval_images_logged = 6   # also runs/demo/eval/<dataset>/grid.png
+  config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 50
   config.optimizer.end_learning_rate = 1e-5
   config.loss.trust = 'fixed'
-  config.num_eval_images_logged = 6   # also the grid in runs/demo/eval/
   return config

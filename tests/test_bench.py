@@ -1,0 +1,108 @@
+"""bench/throughput.py: the --smoke run end to end, its imports and its helpers.
+
+The smoke run compares with the official PyTorch Net when FCN_OFFICIAL_REPO
+names a checkout of it (and PyTorch is installed).
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'bench', 'throughput.py')
+REPO = os.environ.get('FCN_OFFICIAL_REPO')
+WITH_TORCH = bool(REPO and os.path.isfile(os.path.join(REPO, 'Net.py'))
+                  and importlib.util.find_spec('torch') is not None)
+
+
+def load_throughput():
+  spec = importlib.util.spec_from_file_location('bench_throughput', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+def table_rows(text):
+  """{(framework, mode, size): {column: cell}} of the results table."""
+  lines = text.splitlines()
+  head = next(i for i, l in enumerate(lines) if l.startswith('| framework |'))
+  columns = [c.strip() for c in lines[head].strip('|').split('|')]
+  rows = {}
+  for line in lines[head + 2:]:
+    if not line.startswith('|'):
+      break
+    cells = dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
+    rows[(cells['framework'], cells['mode'], cells['size'])] = cells
+  return rows
+
+
+def test_smoke_run(tmp_path):
+  out_md = tmp_path / 'bench.md'
+  cmd = [sys.executable, SCRIPT, '--smoke', f'--markdown_out={out_md}']
+  cmd += [f'--torch_ref={REPO}'] if WITH_TORCH else ['--no_torch']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  rows = table_rows(proc.stdout)
+  expected = [('jax', 'infer', '32x32'), ('jax', 'infer', '32x48'), ('jax', 'train', '32x32')]
+  if WITH_TORCH:
+    expected += [('torch',) + key[1:] for key in expected]
+  assert sorted(rows) == sorted(expected), proc.stdout[-3000:]
+  for key, cells in rows.items():
+    assert float(cells['images/s']) > 0, (key, cells)
+    assert cells['dtype'] == 'float32'
+  for mode in ('infer', 'train'):
+    assert float(rows[('jax', mode, '32x32')]['TFLOP/s']) > 0  # XLA's FLOP count
+  markdown = out_md.read_text()
+  assert '| framework | mode | size |' in markdown and 'load average' in markdown
+  if WITH_TORCH:
+    assert '| infer | 32x32 | 1 | float32 |' in markdown.split('JAX / PyTorch:')[1]
+    # Same weights, same function: the converted Net agrees with FCN.
+    diffs = [float(l.rsplit(':', 1)[1]) for l in proc.stdout.splitlines()
+             if l.startswith('- max |JAX - PyTorch|')]
+    assert diffs and max(diffs) < 1e-4, diffs
+
+
+def test_imports_need_no_tensorflow_clu_or_ml_collections():
+  code = ("import sys\n"
+          "for m in ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections'):\n"
+          "  sys.modules[m] = None\n"
+          f"sys.path.insert(0, {ROOT!r})\n"
+          "import bench.throughput as t\n"
+          "from fcn_jax import convert\n"
+          "assert t.model_config('configs/gopro.py')[1] == t.MODELS['full']\n"
+          "assert t.model_config('configs/tiny.py')[1] == t.MODELS['tiny']\n")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, check=False,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('name', ['default', 'gopro', 'gopro_release', 'tiny'])
+def test_presets_match_configs(name):
+  t = load_throughput()
+  _, fields = t.model_config(os.path.join(ROOT, 'configs', f'{name}.py'))
+  fields.pop('remat')
+  assert fields == t.MODELS[t._CONFIG_PRESET[name]]  # pylint: disable=protected-access
+
+
+def test_helpers():
+  t = load_throughput()
+  assert t.parse_size('256') == (256, 256)
+  assert t.parse_size('720x1280') == (720, 1280)
+  with pytest.raises(ValueError):
+    t.parse_size('30x32')
+  dict_form = types.SimpleNamespace(cost_analysis=lambda: {'flops': 12.0})
+  list_form = types.SimpleNamespace(cost_analysis=lambda: [{'flops': 7.0}])
+  assert t.flops_of(dict_form) == 12.0 and t.flops_of(list_form) == 7.0
+  assert t.flops_of(types.SimpleNamespace(cost_analysis=lambda: None)) is None
+  assert t.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16', {}) == 989.0
+  assert t.peak_tflops('NVIDIA H100 PCIe', 'float32', {}) == 51.0
+  assert t.peak_tflops('cpu', 'float32', {}) is None
+  assert t.peak_tflops('cpu', 'float32', t.parse_peaks('1.5')) == 1.5
+  assert t.parse_peaks('float32:67,bfloat16:989') == {'float32': 67.0, 'bfloat16': 989.0}
