@@ -114,3 +114,17 @@ def test_remat_keeps_gradients(tiny_params):
   plain, remat = grads(FCN(**TINY)), grads(FCN(**TINY, remat=(0, 1, 2, 3)))
   for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_dot_kernel_gradient_equals_xla_convolution(k):
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.random((2, 8, 12, 5)), jnp.float32)
+  w = jnp.asarray(rng.random((k, k, 5, 7)), jnp.float32)
+  ref = lambda x, w: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      precision='highest')))
+  ours = lambda x, w: jnp.sum(jnp.sin(layers.conv_same_dot_grad(x, w, 'highest')))
+  np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-6)
+  for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ padding (k // 2), as in the release.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -44,12 +45,78 @@ class BlockConfig:
 TORCH_CONV_INIT = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
+def _conv_same(x: Array, w: Array, precision) -> Array:
+  return jax.lax.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_same_dot_grad(x: Array, w: Array, precision=None) -> Array:
+  """A 'same' NHWC convolution whose kernel gradient is k*k matrix products.
+
+  The forward pass and the input gradient are XLA's own convolutions. For the
+  kernel gradient XLA:CPU runs a convolution with an H x W window over the
+  batch, about 4x slower than the k*k products (shifted x)^T . dy used here
+  (same values up to summation order). Used on CPU only.
+  """
+  return _conv_same(x, w, precision)
+
+
+def _conv_fwd(x, w, precision):
+  return _conv_same(x, w, precision), (x, w)
+
+
+def _conv_bwd(precision, residuals, g):
+  x, w = residuals
+  k, _, c, o = w.shape
+  _, input_vjp = jax.vjp(lambda v: _conv_same(v, w, precision), x)
+  (dx,) = input_vjp(g)
+  n, h, wd, _ = x.shape
+  p = k // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+  g2 = g.astype(x.dtype).reshape(n * h * wd, o)
+  taps = [jax.lax.dot_general(xp[:, i:i + h, j:j + wd].reshape(n * h * wd, c), g2,
+                               (((0,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=jnp.float32)
+          for i in range(k) for j in range(k)]
+  return dx, jnp.stack(taps).reshape(w.shape).astype(w.dtype)
+
+
+conv_same_dot_grad.defvjp(_conv_fwd, _conv_bwd)
+
+
+# On CPU, layers at least this wide take their kernel gradient from
+# `conv_same_dot_grad`: measured 1.4x faster for the full-width train step
+# (crop 128, batch 1), but 9% slower for the demo's 16-channel model.
+DOT_GRAD_MIN_CHANNELS = 64
+
+
+class Conv(nn.Module):
+  """The release's bias-free convolution with k // 2 padding (HWIO kernel).
+
+  Parameters are float32; the computation runs in `cfg.dtype`. On CPU, wide
+  layers take their kernel gradient from `conv_same_dot_grad`.
+  """
+  cfg: BlockConfig
+  features: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', TORCH_CONV_INIT, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
+    if jax.default_backend() == 'cpu' and min(kernel.shape[2:]) >= DOT_GRAD_MIN_CHANNELS:
+      return conv_same_dot_grad(x, kernel, self.cfg.precision)
+    return _conv_same(x, kernel, self.cfg.precision)
+
+
 def conv(cfg: BlockConfig, features: int, kernel_size: int,
-         name: Optional[str] = None) -> nn.Conv:
-  """The release's bias-free convolution with k // 2 padding (HWIO kernel)."""
-  return nn.Conv(features, (kernel_size, kernel_size), padding='SAME',
-                 use_bias=False, dtype=cfg.dtype, param_dtype=jnp.float32,
-                 precision=cfg.precision, kernel_init=TORCH_CONV_INIT, name=name)
+         name: Optional[str] = None) -> Conv:
+  """A bias-free 'same' convolution (official: nn.Conv2d(..., bias=False))."""
+  return Conv(cfg, features, kernel_size, name=name)
 
 
 def prelu(x: Array, alpha: Array) -> Array:
