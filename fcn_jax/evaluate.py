@@ -10,7 +10,6 @@ when asked).
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
@@ -20,7 +19,6 @@ from typing import Any, Callable, Optional
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import inference
