@@ -104,8 +104,10 @@ def load_params(workdir: str, sharding: Optional[jax.sharding.Sharding] = None
                 ) -> tuple[Any, dict]:
   """(params, config) of the checkpoint that `find(workdir)` picks."""
   kind, step = find(workdir)
-  config = read_config(workdir, kind, step)
+  mngr = make_manager(workdir, kind, read_only=True)
+  config = mngr.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']
   target = abstract_params(model_from_config(config), sharding)
-  restored = make_manager(workdir, kind, read_only=True).restore(
+  restored = mngr.restore(
       step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
   return restored['params'], config

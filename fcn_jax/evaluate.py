@@ -142,11 +142,12 @@ def _atomic_write(path: str, text: str) -> None:
 
 def format_table(summaries: list[dict]) -> str:
   """A plain-text table of the summaries, restored against blurry."""
-  head = f'{"dataset":<24} {"images":>6} {"PSNR":>8} {"SSIM(matlab)":>13} {"SSIM(per-ch)":>13}'
+  rows = [(f'{s["dataset"]} {label}', s, prefix) for s in summaries
+          for label, prefix in (('restored', ''), ('blurry', 'input_'))]
+  width = max([len('dataset')] + [len(name) for name, _, _ in rows])
+  head = f'{"dataset":<{width}} {"images":>6} {"PSNR":>8} {"SSIM(matlab)":>13} {"SSIM(per-ch)":>13}'
   lines = [head, '-' * len(head)]
-  for s in summaries:
-    for label, prefix in (('restored', ''), ('blurry', 'input_')):
-      lines.append(f'{s["dataset"] + " " + label:<24} {s["num_images"]:>6} '
-                   f'{s[prefix + "psnr"]:>8.3f} {s[prefix + "ssim_matlab"]:>13.4f} '
-                   f'{s[prefix + "ssim_per_channel"]:>13.4f}')
+  for name, s, prefix in rows:
+    lines.append(f'{name:<{width}} {s["num_images"]:>6} {s[prefix + "psnr"]:>8.3f} '
+                 f'{s[prefix + "ssim_matlab"]:>13.4f} {s[prefix + "ssim_per_channel"]:>13.4f}')
   return '\n'.join(lines)
