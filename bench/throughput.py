@@ -42,12 +42,14 @@ import datetime
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import pathlib
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -567,6 +569,79 @@ def run_other_benchmark(script: str, args: Sequence[str], needs: Sequence[str]
 
 # ----------------------------------------------------------------------------
 
+def run_cases(framework: str, cases: Sequence[Case], args: argparse.Namespace,
+              fields: dict, params: Any, torch_device: Optional[str], warmup: int,
+              steps: int) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+  """Times `cases` in one framework, in this process; returns results and outputs."""
+  results, outputs = [], {}
+  runner = (TorchRunner(args.torch_ref, fields, params, torch_device, args.torch_tf32)
+            if framework == 'torch' else None)
+  for case in cases:
+    if runner is not None:
+      r, out = runner.run(case, warmup, steps)
+      note = ''
+    else:
+      r, out = run_jax(case, fields, params, args.precision, warmup, steps)
+      note = f' (compile {_fmt(r.compile_s, ".1f")} s)'
+    results.append(r)
+    if out is not None:
+      outputs[(framework, case.key)] = out
+    print(f'{framework:5s} {case.mode} {case.size} b{case.batch} {case.dtype}: '
+          f'{r.error or _fmt(r.images_per_s, ".3f") + " images/s"}{note}', flush=True)
+  return results, outputs
+
+
+def save_results(path: str, results: Sequence[Result],
+                 outputs: dict[tuple, np.ndarray]) -> None:
+  with open(path, 'w') as f:
+    json.dump([dataclasses.asdict(r) for r in results], f)
+  np.savez(path + '.npz', **{'|'.join(map(str, k[1])): v for k, v in outputs.items()})
+
+
+def load_results(path: str, framework: str
+                 ) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+  with open(path) as f:
+    results = [Result(**{**d, 'case': Case(**d['case'])}) for d in json.load(f)]
+  outputs = {}
+  with np.load(path + '.npz') as z:
+    for name in z.files:
+      mode, size, batch, dtype = name.split('|')
+      outputs[(framework, (mode, size, int(batch), dtype))] = z[name]
+  return results, outputs
+
+
+def run_isolated(argv: Sequence[str], rounds: int, cases: Sequence[Case]
+                 ) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+  """Runs each framework's cases in fresh processes, alternating, `rounds` times.
+
+  Neither framework then shares a heap, thread pools or device memory with the
+  other, and both see the machine's slow drifts alike. Timed calls are pooled;
+  compile and first-call times are those of the first round.
+  """
+  argv = [a for a in argv if not a.startswith(('--markdown_out', '--also_'))]
+  merged: dict[tuple, Result] = {}
+  outputs: dict[tuple, np.ndarray] = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for i in range(rounds):
+      for framework in (('torch', 'jax') if i % 2 == 0 else ('jax', 'torch')):
+        out = os.path.join(tmp, f'{framework}{i}.json')
+        subprocess.run([sys.executable, __file__, *argv, f'--only={framework}',
+                        f'--results_out={out}'], check=True)
+        results, outs = load_results(out, framework)
+        outputs.update(outs)
+        for r in results:
+          key = (framework, r.case.key)
+          if key not in merged:
+            merged[key] = r
+          else:
+            merged[key].times += r.times
+            merged[key].cpu_times += r.cpu_times
+            merged[key].error = merged[key].error or r.error
+  order = {('torch', c.key): i for i, c in enumerate(cases)}
+  order.update({('jax', c.key): len(cases) + i for i, c in enumerate(cases)})
+  return sorted(merged.values(), key=lambda r: order[(r.framework, r.case.key)]), outputs
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--config', default=None,
@@ -604,6 +679,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--torch_tf32', action='store_true', help='Allow TF32 in PyTorch.')
   p.add_argument('--torch_threads', type=int, default=None,
                  help="PyTorch intra-op threads (default: PyTorch's own choice).")
+  p.add_argument('--rounds', type=int, default=1,
+                 help='With --torch_ref: each framework runs its cases in a fresh '
+                 'process, alternating torch, jax, jax, torch, ... for this many '
+                 'rounds; the timed calls of all rounds are pooled (default 1).')
+  p.add_argument('--only', choices=('jax', 'torch'), default=None,
+                 help=argparse.SUPPRESS)  # a worker of --rounds
+  p.add_argument('--results_out', default=None, help=argparse.SUPPRESS)
   p.add_argument('--also_metrics', action='store_true', help='Also run bench/metrics.py.')
   p.add_argument('--also_input_pipeline', action='store_true',
                  help='Also run bench/input_pipeline.py (needs TensorFlow).')
@@ -632,6 +714,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       use_torch = False
     elif not (pathlib.Path(args.torch_ref) / 'Net.py').is_file():
       sys.exit(f'error: --torch_ref={args.torch_ref}: no Net.py there')
+  if args.only == 'jax':
+    use_torch = False
   if use_torch:
     # Both frameworks share the accelerator: JAX allocates as it goes instead
     # of taking 75% up front, and PyTorch runs (and frees its cache) first.
@@ -681,7 +765,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       torch.set_num_threads(args.torch_threads)
   load_start = os.getloadavg()
   header = machine_lines(torch_device)
-  print('\n'.join(header))
+  if not args.only:
+    print('\n'.join(header))
   print(f'model {name}: {fields}; {len(cases)} cases; {steps} timed steps after '
         f'{warmup} warm-up; load average {load_start[0]:.2f} {load_start[1]:.2f} '
         f'{load_start[2]:.2f}', flush=True)
@@ -694,27 +779,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(f'{n_params / 1e6:.3f} M parameters (initialised in '
         f'{time.perf_counter() - start:.1f} s)', flush=True)
 
-  results: list[Result] = []
-  torch_out: dict[tuple, np.ndarray] = {}
-  if use_torch:  # first, so that its freed cache is returned before JAX allocates
-    runner = TorchRunner(args.torch_ref, fields, params, torch_device, args.torch_tf32)
-    for case in cases:
-      r, out = runner.run(case, warmup, steps)
-      results.append(r)
-      if out is not None and case.dtype == 'float32' and case.batch == 1:
-        torch_out[case.key] = out
-      print(f'torch {case.mode} {case.size} b{case.batch} {case.dtype}: '
-            f'{r.error or _fmt(r.images_per_s, ".3f") + " images/s"}', flush=True)
+  if args.only:  # a worker: one framework's cases, results to --results_out
+    results, outputs = run_cases(args.only, cases, args, fields, params, torch_device,
+                                 warmup, steps)
+    save_results(args.results_out, results, outputs)
+    return 0
+  if use_torch:
+    results, outputs = run_isolated(argv if argv is not None else sys.argv[1:],
+                                    args.rounds, cases)
+  else:
+    results, outputs = run_cases('jax', cases, args, fields, params, None, warmup, steps)
   parity = []
   for case in cases:
-    r, out = run_jax(case, fields, params, args.precision, warmup, steps)
-    results.append(r)
-    if out is not None and case.key in torch_out:
-      diff = float(np.max(np.abs(out - torch_out[case.key])))
+    jax_out, torch_out = outputs.get(('jax', case.key)), outputs.get(('torch', case.key))
+    if jax_out is not None and torch_out is not None and case.dtype == 'float32' \
+        and case.batch == 1:
+      diff = float(np.max(np.abs(jax_out - torch_out)))
       parity.append(f'- max |JAX - PyTorch| of the final output, {case.size}: {diff:.2e}')
-    print(f'jax   {case.mode} {case.size} b{case.batch} {case.dtype}: '
-          f'{r.error or _fmt(r.images_per_s, ".3f") + " images/s"} '
-          f'(compile {_fmt(r.compile_s, ".1f")} s)', flush=True)
   for r in results:  # PyTorch computes the same function: same FLOPs
     if r.framework == 'torch':
       r.flops = next((j.flops for j in results if j.framework == 'jax'
@@ -727,9 +808,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            f'- load average (1/5/15 min): start {load_start[0]:.2f}/{load_start[1]:.2f}/'
            f'{load_start[2]:.2f}, end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}',
            f'- model: {fields} ({n_params / 1e6:.2f} M parameters)',
-           f'- timing: median of {steps} calls after {warmup} warm-up calls (the first '
-           'reported as "first call"); JAX compile time apart; CPU s/call: process CPU '
-           'time (all threads) per call, median',
+           f'- timing: median of {steps * (args.rounds if use_torch else 1)} calls'
+           + (f' ({steps} in each of {args.rounds} rounds; each round runs each framework '
+              'in a fresh process, torch, jax, jax, torch, ...)' if use_torch else '')
+           + f' after {warmup} warm-up calls (the first reported as "first call"); JAX '
+           'compile time apart; CPU s/call: process CPU time (all threads) per call, median',
            f'- precision: JAX FCN(precision={args.precision}) ({jax_precision}); '
            + (f'PyTorch TF32 {"on" if args.torch_tf32 else "off"}, cudnn.benchmark on '
               '(CUDA); bfloat16 = torch.autocast' if use_torch else 'no PyTorch run'),

@@ -21,9 +21,9 @@ def get_config():
   config.batch_size = 8
   config.eval_batch_size = 8
   config.crop_size = 64
-  config.num_train_steps = 600
+  config.num_train_steps = 800
   config.log_every_steps = 50
-  config.eval_every_steps = 300
+  config.eval_every_steps = 400
   config.checkpoint_every_steps = 100
   config.num_eval_images_logged = 6   # also runs/demo/eval/<dataset>/grid.png
   config.optimizer.learning_rate = 2e-3

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,3 +107,15 @@ def test_helpers():
   assert t.peak_tflops('cpu', 'float32', {}) is None
   assert t.peak_tflops('cpu', 'float32', t.parse_peaks('1.5')) == 1.5
   assert t.parse_peaks('float32:67,bfloat16:989') == {'float32': 67.0, 'bfloat16': 989.0}
+
+
+def test_worker_results_round_trip(tmp_path):
+  t = load_throughput()
+  case = t.Case('infer', 32, 48, 1, 'float32')
+  r = t.Result('torch', case, warmup_s=1.5, times=[0.5, 0.25], cpu_times=[1.0, 0.5])
+  out = np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1)
+  path = str(tmp_path / 'r.json')
+  t.save_results(path, [r], {('torch', case.key): out})
+  results, outputs = t.load_results(path, 'torch')
+  assert results == [r] and results[0].images_per_s == 1 / 0.375
+  np.testing.assert_array_equal(outputs[('torch', case.key)], out)

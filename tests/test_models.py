@@ -116,15 +116,30 @@ def test_remat_keeps_gradients(tiny_params):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize('k', [1, 3])
-def test_dot_kernel_gradient_equals_xla_convolution(k):
+@pytest.mark.parametrize('k,shape', [(3, (2, 8, 12)), (3, (1, 16, 4)), (1, (2, 6, 10))])
+def test_cpu_kernel_gradient_equals_xla_convolution(k, shape):
   rng = np.random.default_rng(6)
-  x = jnp.asarray(rng.random((2, 8, 12, 5)), jnp.float32)
-  w = jnp.asarray(rng.random((k, k, 5, 7)), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((*shape, 5)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((k, k, 5, 7)), jnp.float32)
   ref = lambda x, w: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       precision='highest')))
-  ours = lambda x, w: jnp.sum(jnp.sin(layers.conv_same_dot_grad(x, w, 'highest')))
+  ours = lambda x, w: jnp.sum(jnp.sin(layers.conv_same_cpu_grad(x, w, 'highest')))
   np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-6)
-  for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  (dx, dw), (rdx, rdw) = jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)
+  np.testing.assert_allclose(dx, rdx, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, rdw, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(rdw))))
+
+
+def test_cpu_kernel_gradient_only_where_it_applies():
+  x = jnp.zeros((1, 40, 40, 32))
+  cpu = jax.default_backend() == 'cpu'
+  assert layers._use_cpu_grad(x, jnp.zeros((3, 3, 32, 3))) == cpu
+  assert layers._use_cpu_grad(x, jnp.zeros((1, 1, 32, 32))) == cpu
+  assert layers._use_cpu_grad(x[:, :38], jnp.zeros((1, 1, 32, 32))) == cpu
+  assert not layers._use_cpu_grad(x[..., :3], jnp.zeros((3, 3, 3, 32)))   # the image
+  assert not layers._use_cpu_grad(x[:, :38], jnp.zeros((3, 3, 32, 32)))   # 38 % 4
+  assert not layers._use_cpu_grad(x[:, :16, :16], jnp.zeros((3, 3, 32, 32)))  # small
+  assert not layers._use_cpu_grad(x, jnp.zeros((3, 3, 32, 32), jnp.bfloat16))
+
+
