@@ -693,6 +693,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--smoke', action='store_true',
                  help=f'Tiny model and sizes, few steps: {SMOKE}.')
   args = p.parse_args(argv)
+  if args.rounds < 1:
+    p.error(f'--rounds={args.rounds}: must be at least 1')
   if args.smoke:
     for k, v in SMOKE.items():
       if k == 'model':
@@ -771,24 +773,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'{warmup} warm-up; load average {load_start[0]:.2f} {load_start[1]:.2f} '
         f'{load_start[2]:.2f}', flush=True)
 
-  model = FCN(**fields)
-  start = time.perf_counter()
-  params = jax.block_until_ready(
-      jax.jit(functools.partial(init_params, model))(jax.random.key(0)))
-  n_params = sum(p.size for p in jax.tree.leaves(params))
-  print(f'{n_params / 1e6:.3f} M parameters (initialised in '
-        f'{time.perf_counter() - start:.1f} s)', flush=True)
+  init = functools.partial(init_params, FCN(**fields))
+  n_params = sum(p.size for p in jax.tree.leaves(jax.eval_shape(init, jax.random.key(0))))
+  print(f'{n_params / 1e6:.3f} M parameters', flush=True)
 
-  if args.only:  # a worker: one framework's cases, results to --results_out
-    results, outputs = run_cases(args.only, cases, args, fields, params, torch_device,
-                                 warmup, steps)
-    save_results(args.results_out, results, outputs)
-    return 0
-  if use_torch:
+  if use_torch and not args.only:
+    # Each framework in fresh processes (the workers below), not in this one.
     results, outputs = run_isolated(argv if argv is not None else sys.argv[1:],
                                     args.rounds, cases)
   else:
-    results, outputs = run_cases('jax', cases, args, fields, params, None, warmup, steps)
+    framework = args.only or 'jax'
+    params = jax.block_until_ready(jax.jit(init)(jax.random.key(0)))
+    results, outputs = run_cases(framework, cases, args, fields, params, torch_device,
+                                 warmup, steps)
+    if args.only:  # a worker of run_isolated: results to --results_out
+      save_results(args.results_out, results, outputs)
+      return 0
   parity = []
   for case in cases:
     jax_out, torch_out = outputs.get(('jax', case.key)), outputs.get(('torch', case.key))

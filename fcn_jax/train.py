@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import logging
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -127,14 +128,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
   return new_state, TrainMetrics.single_from_model_output(**outputs)
 
 
+def _check_divisible(config: ml_collections.ConfigDict, field: str, num_devices: int) -> None:
+  if config[field] % num_devices:
+    raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
+                      f'{num_devices} devices')
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Start-up checks that would otherwise fail hours into a run."""
-  if config.batch_size % num_devices:
-    raise ConfigError(f'config.batch_size={config.batch_size} is not divisible by the '
-                      f'{num_devices} devices')
-  if config.eval_batch_size % num_devices:
-    raise ConfigError(f'config.eval_batch_size={config.eval_batch_size} is not divisible '
-                      f'by the {num_devices} devices')
+  for field in ('batch_size', 'eval_batch_size'):
+    _check_divisible(config, field, num_devices)
   if config.crop_size % 8 or config.crop_size <= 0:
     raise ConfigError(f'config.crop_size={config.crop_size} must be a positive multiple of 8')
   if config.num_train_steps < 0:
@@ -194,10 +197,10 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState,
                     params={'net': restored['params'], 'trust': train['trust']})
 
 
-def prepare_datasets(config) -> None:
-  """Checks the datasets; builds synthetic ones (no download needed) when missing."""
+def prepare_datasets(config, specs: Sequence[str]) -> None:
+  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing."""
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  for spec in (config.train_dataset, *config.eval_datasets):
+  for spec in specs:
     name, _ = input_pipeline.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
       input_pipeline.prepare_synthetic(spec, _data_dir(config))
@@ -218,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   from fcn_jax import input_pipeline
   # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
-  prepare_datasets(config)
+  prepare_datasets(config, (config.train_dataset, *config.eval_datasets))
   os.makedirs(workdir, exist_ok=True)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
@@ -257,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         meta=ocp.args.JsonRestore()))['meta'].get('metrics', {}).get('psnr', -np.inf))
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
-    writer.write_hparams({k: v for k, v in _flatten(config_json).items()
+    writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
                           if isinstance(v, (int, float, str, bool))})
 
   # Input: the stateless, step-indexed stream starts at this run's step.
@@ -271,8 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       in_shardings=(state_sharding, data_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  eval_step = evaluation.make_eval_step(create_model(config), mesh,
-                                        ensemble=config.eval.ensemble)
+  eval_step = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble)
 
   def save(step: int, mngr=latest, metrics_=None):
     params, train = _split_for_checkpoint(state)
@@ -365,22 +367,10 @@ def _check_finite(step_losses: list) -> None:
           'checkpoint saved before it is intact')
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """--mode=eval: the best (or only) checkpoint of workdir on config.eval_datasets."""
   from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  if config.eval_batch_size % jax.device_count():
-    raise ConfigError(f'config.eval_batch_size={config.eval_batch_size} is not divisible '
-                      f'by the {jax.device_count()} devices')
+  _check_divisible(config, 'eval_batch_size', jax.device_count())
   if not config.eval_datasets:
     raise ConfigError('config.eval_datasets is empty: nothing to evaluate')
   mesh = make_mesh()
@@ -388,9 +378,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   params, saved = checkpoint.load_params(workdir, sharding=replicated)
   # The architecture and dtype are the checkpoint's; TLC is an evaluation option.
   model = checkpoint.model_from_config(saved, tlc_train_size=config.model.tlc_train_size)
-  eval_config = ml_collections.ConfigDict(config.to_dict())
-  eval_config.train_dataset = eval_config.eval_datasets[0]
-  prepare_datasets(eval_config)
+  prepare_datasets(config, config.eval_datasets)
   step_fn = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble)
   summaries = []
   for spec in config.eval_datasets:

@@ -180,7 +180,7 @@ def test_start_up_checks(overrides, match, monkeypatch):
 def test_missing_dataset_names_the_build_command(tmp_path):
   config = tiny_config(tmp_path, train_dataset='gopro/blur:train')
   with pytest.raises(train.ConfigError, match='tfds build tfds_gopro/gopro'):
-    train.prepare_datasets(config)
+    train.prepare_datasets(config, (config.train_dataset,))
 
 
 def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
