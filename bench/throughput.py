@@ -13,7 +13,8 @@ One run on one machine measures, for each image size, batch and dtype:
     with the release's losses.py and Adam, and the ratio JAX / PyTorch.
 Compilation and warm-up are excluded from the timings and reported apart; each
 timing is the median of --steps calls, each ended by block_until_ready (JAX)
-or torch.cuda.synchronize (PyTorch).
+or torch.cuda.synchronize (PyTorch). With --torch_ref each framework runs in
+fresh processes of its own, alternating over --rounds (calls pooled).
 
 Precision: JAX runs FCN with the model's `precision` (--precision; default
 None: XLA's default, full float32 on CPU, TF32 allowed for float32 convs on
@@ -29,6 +30,7 @@ otherwise by file name.
 
   python bench/throughput.py                                   # defaults
   python bench/throughput.py --torch_ref=/path/to/FCN --sizes=256 --steps=10
+  python bench/throughput.py --torch_ref=/path/to/FCN --sizes=128 --rounds=2  # CPU
   python bench/throughput.py --smoke --torch_ref=/path/to/FCN  # < 1 min, CPU
   python bench/throughput.py --markdown_out=bench.md           # for BENCHMARKS.md
 """
