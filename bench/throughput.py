@@ -66,7 +66,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax import losses
-from fcn_jax.models import FCN, init_params
+from fcn_jax.models import FCN, compiler_options, init_params
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The model widths of configs/*.py, as plain dicts (no ml_collections needed);
@@ -320,7 +320,8 @@ def run_jax(case: Case, fields: dict, params: Any, precision: Optional[str],
   output = None
   try:
     if case.mode == 'infer':
-      fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
+      fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0],
+                   compiler_options=compiler_options())
       x = jax.device_put(blur)
       start = time.perf_counter()
       compiled = fn.lower(params, x).compile()
@@ -336,7 +337,8 @@ def run_jax(case: Case, fields: dict, params: Any, precision: Optional[str],
       # Copies: the step donates its state, and `params` is shared by all cases.
       state = jax.jit(lambda p: (p, tx.init(p)))(jax.tree.map(jnp.array, params))
       batch = {'blur': jax.device_put(blur), 'sharp': jax.device_put(sharp)}
-      fn = jax.jit(make_train_step(model, tx), donate_argnums=(0,))
+      fn = jax.jit(make_train_step(model, tx), donate_argnums=(0,),
+                   compiler_options=compiler_options())
       start = time.perf_counter()
       compiled = fn.lower(state, batch).compile()
       result.compile_s = time.perf_counter() - start

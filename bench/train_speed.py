@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from configs import gopro
 from configs import tiny
 from fcn_jax import train
+from fcn_jax.models import compiler_options
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -71,7 +72,8 @@ def measure(config, steps: int, warmup: int, seed: int = 0) -> dict:
   batch = {'blur': jax.device_put(rng.random(shape, np.float32)),
            'sharp': jax.device_put(rng.random(shape, np.float32))}
   step_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config,
-                                      learning_rate_fn=lr_fn), donate_argnums=(0,))
+                                      learning_rate_fn=lr_fn), donate_argnums=(0,),
+                    compiler_options=compiler_options())
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start

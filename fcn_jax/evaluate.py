@@ -23,6 +23,7 @@ import numpy as np
 
 from fcn_jax import inference
 from fcn_jax import metrics
+from fcn_jax import models
 
 METRICS = ('psnr', 'ssim_matlab', 'ssim_per_channel')
 
@@ -32,7 +33,8 @@ def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False
   """A jitted step: (params, blur, sharp) -> per-image metrics and restored images."""
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
 
-  @functools.partial(jax.jit, out_shardings=data)
+  @functools.partial(jax.jit, out_shardings=data,
+                     compiler_options=models.compiler_options())
   def step(params, blur, sharp):
     restored = inference.restore(model, params, blur, ensemble=ensemble)
     out = dict(metrics.image_metrics(restored, sharp))

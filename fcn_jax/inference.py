@@ -28,6 +28,7 @@ from PIL import Image
 from PIL import ImageOps
 
 from fcn_jax import checkpoint
+from fcn_jax import models
 
 Array = jax.Array
 ArrayLike = Any  # np.ndarray or jax.Array
@@ -237,10 +238,19 @@ def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
 
 
 # Shared by every Deblurrer: models are hashable, so equal models (and equal
-# options) reuse one compilation per padded image shape.
-_restore_jit = jax.jit(restore, static_argnums=0, static_argnames='ensemble')
-_restore_tiled_jit = jax.jit(restore_tiled, static_argnums=0,
-                             static_argnames=('tile', 'overlap', 'ensemble'))
+# options) reuse one compilation per padded image shape. Built on first use,
+# once JAX's backend is known (models.compiler_options).
+@functools.cache
+def _restore_jit() -> Any:
+  return jax.jit(restore, static_argnums=0, static_argnames='ensemble',
+                 compiler_options=models.compiler_options())
+
+
+@functools.cache
+def _restore_tiled_jit() -> Any:
+  return jax.jit(restore_tiled, static_argnums=0,
+                 static_argnames=('tile', 'overlap', 'ensemble'),
+                 compiler_options=models.compiler_options())
 
 
 def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -345,9 +355,9 @@ class Deblurrer:
     self.tile = tile
     self.overlap = overlap
     if tile is None:
-      self._fn = functools.partial(_restore_jit, model, ensemble=ensemble)
+      self._fn = functools.partial(_restore_jit(), model, ensemble=ensemble)
     else:
-      self._fn = functools.partial(_restore_tiled_jit, model, tile=tile,
+      self._fn = functools.partial(_restore_tiled_jit(), model, tile=tile,
                                    overlap=overlap, ensemble=ensemble)
 
   def __call__(self, image: np.ndarray) -> np.ndarray:

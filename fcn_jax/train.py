@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from fcn_jax import checkpoint
 from fcn_jax import losses
 from fcn_jax import metrics
-from fcn_jax.models import FCN, init_params
+from fcn_jax.models import FCN, compiler_options, init_params
 
 STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
 
@@ -272,7 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       functools.partial(train_step, model=model, tx=tx, config=config,
                         learning_rate_fn=learning_rate_fn),
       in_shardings=(state_sharding, data_sharding),
-      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,),
+      compiler_options=compiler_options())
   from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   eval_step = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble)
 

@@ -90,10 +90,34 @@ def test_pad_to_multiple_is_reflect():
   assert inference.pad_to_multiple(padded) is padded
 
 
+class WideConv(nn.Module):
+  """One 96-channel 3x3 convolution: XLA:CPU would put it in a YNNPACK fusion."""
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(96, (3, 3), use_bias=False)(jnp.tile(x, (1, 1, 1, 32)))
+    return [jnp.tanh(y[..., :3]), x, x]
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options')
+@pytest.mark.parametrize('tiled', [False, True])
+def test_restore_compiles_with_the_model_compiler_options(tiled):
+  x = images(1, 48, 48, 3)
+  model = WideConv()
+  params = model.init(jax.random.key(0), x)
+  if tiled:
+    lowered = inference._restore_tiled_jit().lower(model, params['params'], x, tile=32,
+                                                   overlap=8)
+  else:
+    lowered = inference._restore_jit().lower(model, params['params'], x)
+  text = lowered.compile().as_text()
+  assert 'convolution(' in text and 'ynn_fusion' not in text
+
+
 @pytest.mark.parametrize('h,w', [(1, 1), (7, 9), (8, 8), (17, 3)])
 def test_restore_any_size(h, w):
   x = images(2, h, w, 3)
-  y = inference._restore_jit(Pointwise(), {}, x)
+  y = inference._restore_jit()(Pointwise(), {}, x)
   assert y.shape == (2, h, w, 3) and y.dtype == jnp.float32
   np.testing.assert_allclose(y, np.clip(1.2 * x * x - 0.1, 0, 1), atol=1e-6)
 
@@ -110,8 +134,8 @@ def test_deblurrer_runs_fcn_on_the_reflect_padded_image(fcn, blurry):
 def test_ensemble_of_equivariant_model_is_plain(shape):
   x = images(*shape)
   for model in (Pointwise(), SymmetricBlur()):
-    plain = inference._restore_jit(model, {}, x)
-    ensemble = inference._restore_jit(model, {}, x, ensemble=True)
+    plain = inference._restore_jit()(model, {}, x)
+    ensemble = inference._restore_jit()(model, {}, x, ensemble=True)
     np.testing.assert_allclose(ensemble, plain, atol=1e-6)
 
 
@@ -134,9 +158,9 @@ def test_ensemble_maps_each_output_back():
   x = images(1, 16, 24, 3) * 0.5
   expected = np.mean([inv(np.asarray(PositionBias().apply({}, fwd(x).copy())[0]))
                       for fwd, inv in dihedral_np()], axis=0)
-  ensemble = inference._restore_jit(PositionBias(), {}, x, ensemble=True)
+  ensemble = inference._restore_jit()(PositionBias(), {}, x, ensemble=True)
   np.testing.assert_allclose(ensemble, expected, atol=1e-6)
-  assert not np.allclose(ensemble, inference._restore_jit(PositionBias(), {}, x))
+  assert not np.allclose(ensemble, inference._restore_jit()(PositionBias(), {}, x))
 
 
 def test_ensemble_fcn_is_the_mean_of_eight_runs(fcn, blurry):
@@ -145,26 +169,26 @@ def test_ensemble_fcn_is_the_mean_of_eight_runs(fcn, blurry):
   runs = [inv(np.asarray(raw(params, fwd(padded).copy())))
           for fwd, inv in dihedral_np()]
   expected = np.clip(np.mean(runs, axis=0), 0, 1)[:, :13, :11]
-  ensemble = np.asarray(inference._restore_jit(model, params, blurry, ensemble=True))
+  ensemble = np.asarray(inference._restore_jit()(model, params, blurry, ensemble=True))
   np.testing.assert_allclose(ensemble, expected, atol=1e-5)
-  plain = np.asarray(inference._restore_jit(model, params, blurry))
+  plain = np.asarray(inference._restore_jit()(model, params, blurry))
   assert ensemble.shape == plain.shape and 0 <= ensemble.min() <= ensemble.max() <= 1
   assert 1e-4 < np.abs(ensemble - plain).max() < 0.5
 
 
 def test_tile_covering_the_image_equals_whole_image(fcn, blurry):
   model, params, _ = fcn
-  whole = inference._restore_jit(model, params, blurry)
-  tiled = inference._restore_tiled_jit(model, params, blurry, tile=32, overlap=8)
+  whole = inference._restore_jit()(model, params, blurry)
+  tiled = inference._restore_tiled_jit()(model, params, blurry, tile=32, overlap=8)
   np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
 @pytest.mark.parametrize('overlap,ensemble', [(0, False), (4, False), (8, True)])
 def test_tiles_of_pointwise_model_are_seamless(overlap, ensemble):
   x = images(1, 37, 53, 3)  # pads to 40 x 56: 3+ tiles of 16 each way
-  tiled = inference._restore_tiled_jit(Pointwise(), {}, x, tile=16,
+  tiled = inference._restore_tiled_jit()(Pointwise(), {}, x, tile=16,
                                        overlap=overlap, ensemble=ensemble)
-  np.testing.assert_allclose(tiled, inference._restore_jit(Pointwise(), {}, x),
+  np.testing.assert_allclose(tiled, inference._restore_jit()(Pointwise(), {}, x),
                              atol=1e-6)
 
 

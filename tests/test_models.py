@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fcn_jax.models import FCN
+from fcn_jax.models import compiler_options
 from fcn_jax.models import layers
 from tests.conftest import TINY, jitted_apply
 
@@ -129,6 +130,39 @@ def test_cpu_kernel_gradient_equals_xla_convolution(k, shape):
   (dx, dw), (rdx, rdw) = jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)
   np.testing.assert_allclose(dx, rdx, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dw, rdw, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(rdw))))
+
+
+def test_spatial_mean_is_the_mean_over_height_and_width():
+  x = jnp.asarray(np.random.default_rng(0).random((2, 40, 24, 5), np.float32))
+  y = layers._spatial_mean(x.astype(jnp.bfloat16))
+  assert y.shape == (2, 1, 1, 5) and y.dtype == jnp.float32
+  np.testing.assert_allclose(layers._spatial_mean(x), x.mean(axis=(1, 2), keepdims=True),
+                             rtol=1e-6)
+  np.testing.assert_allclose(y, x.mean(axis=(1, 2), keepdims=True), atol=4e-3)
+
+
+def _conv_tanh(x, w):
+  return jnp.tanh(layers._conv_same(x, w, None) + x)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options')
+def test_cpu_compiler_options_drop_ynnpack_fusions_and_keep_values():
+  # A 96-channel convolution (FCN's width) sits in a YNNPACK fusion by default;
+  # the options compile it as XLA's runtime convolution, with the same values.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((1, 32, 32, 96), np.float32))
+  w = jnp.asarray(rng.standard_normal((3, 3, 96, 96), np.float32) / 30)
+  default = jax.jit(_conv_tanh).lower(x, w).compile()
+  ours = jax.jit(_conv_tanh, compiler_options=compiler_options()).lower(x, w).compile()
+  assert 'ynn_fusion' in default.as_text()
+  assert 'ynn_fusion' not in ours.as_text()
+  np.testing.assert_allclose(ours(x, w), default(x, w), atol=1e-5)
+
+
+def test_compiler_options_only_on_cpu():
+  assert compiler_options('cpu') == {'xla_cpu_experimental_ynn_fusion_type': ''}
+  assert compiler_options('gpu') is None and compiler_options('tpu') is None
+  assert compiler_options() == compiler_options(jax.default_backend())
 
 
 def test_cpu_kernel_gradient_only_where_it_applies():
