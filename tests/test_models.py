@@ -165,6 +165,15 @@ def test_compiler_options_only_on_cpu():
   assert compiler_options() == compiler_options(jax.default_backend())
 
 
+def test_compiler_options_dropped_when_xla_does_not_know_them(monkeypatch):
+  monkeypatch.setattr(layers, '_CPU_COMPILER_OPTIONS', {'xla_cpu_no_such_option': ''})
+  layers._cpu_options_accepted.cache_clear()
+  try:
+    assert compiler_options('cpu') is None
+  finally:
+    layers._cpu_options_accepted.cache_clear()
+
+
 def test_cpu_kernel_gradient_only_where_it_applies():
   x = jnp.zeros((1, 40, 40, 32))
   cpu = jax.default_backend() == 'cpu'

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 from typing import Any, Optional, Sequence
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -170,6 +171,19 @@ def _use_cpu_grad(x: Array, kernel: Array) -> bool:
 _CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
+@functools.cache
+def _cpu_options_accepted() -> bool:
+  """Whether this jaxlib's XLA:CPU knows the options (they are experimental)."""
+  try:
+    one = jax.device_put(np.ones((), np.float32), jax.local_devices(backend='cpu')[0])
+    jax.jit(lambda v: v + 1, compiler_options=_CPU_COMPILER_OPTIONS).lower(one).compile()
+  except jax.errors.JaxRuntimeError as e:
+    logging.warning('XLA:CPU rejects %s (%s); compiling with its defaults.',
+                    _CPU_COMPILER_OPTIONS, str(e).splitlines()[0])
+    return False
+  return True
+
+
 def compiler_options(backend: Optional[str] = None) -> Optional[dict[str, str]]:
   """`jax.jit(..., compiler_options=...)` for programs that run FCN.
 
@@ -177,9 +191,10 @@ def compiler_options(backend: Optional[str] = None) -> Optional[dict[str, str]]:
   values, 10% faster inference and 4-9% faster training steps of the
   full-width model at 128x128 (one 3x3 96->96 layer: 11.3 -> 9.3 ms; see
   BENCHMARKS.md). Unlike XLA_FLAGS it applies to one compilation only. None on
-  other backends. `backend` defaults to JAX's default backend.
+  other backends, and (with a warning) with a jaxlib that no longer knows the
+  option. `backend` defaults to JAX's default backend.
   """
-  if (backend or jax.default_backend()) == 'cpu':
+  if (backend or jax.default_backend()) == 'cpu' and _cpu_options_accepted():
     return dict(_CPU_COMPILER_OPTIONS)
   return None
 
