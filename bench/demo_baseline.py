@@ -5,7 +5,7 @@ minutes? This trains a plain stack of 3x3 convolutions and ReLUs (output =
 input + residual) on the same training pairs, crops, batch and optimizer as
 `configs/demo.py` (Charbonnier loss, Adam with warm-up and cosine decay), and
 reports the held-out PSNR with the trainer's metrics at four points. The
-demo dataset is built in runs/data first if missing, as the demo does.
+demo dataset is built in runs/data first if missing, as the trainer does.
 
   python bench/demo_baseline.py [--steps=800] [--width=32] [--depth=8]
 """
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from configs import demo
 from fcn_jax import losses
 from fcn_jax import metrics
+from fcn_jax import train
 from fcn_jax import input_pipeline
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -50,8 +51,6 @@ class PlainCNN(nn.Module):
 
 def load_pairs(spec: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """All (blurry, sharp) pairs of a split as float32 arrays in [0, 1]."""
-  input_pipeline.prepare_synthetic(spec, data_dir)
-  input_pipeline.check_dataset(spec, data_dir)
   name, split = input_pipeline.parse_dataset(spec)
   source = tfds.data_source(name, split=split, data_dir=data_dir)
   pairs = [(np.asarray(e['blur']), np.asarray(e['sharp'])) for e in source]
@@ -71,14 +70,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if args.steps <= config.optimizer.warmup_steps or args.width < 1 or args.depth < 2:
     parser.error(f'need --steps > {config.optimizer.warmup_steps} (the warm-up), '
                  '--width >= 1 and --depth >= 2')
-  data_dir = str(ROOT / config.data_dir)
-  train_blur, train_sharp = load_pairs(config.train_dataset, data_dir)
-  test_blur, test_sharp = load_pairs(config.eval_datasets[0], data_dir)
-  opt = config.optimizer
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, args.learning_rate or opt.learning_rate, opt.warmup_steps, args.steps,
-      opt.end_learning_rate)
-  tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  config.data_dir = str(ROOT / config.data_dir)
+  config.num_train_steps = args.steps
+  if args.learning_rate:
+    config.optimizer.learning_rate = args.learning_rate
+  specs = (config.train_dataset, config.eval_datasets[0])
+  try:
+    train.prepare_datasets(config, specs)
+  except train.ConfigError as e:
+    parser.exit(2, f'demo_baseline.py: {e}\n')
+  train_blur, train_sharp = load_pairs(specs[0], config.data_dir)
+  test_blur, test_sharp = load_pairs(specs[1], config.data_dir)
+  tx = train.create_optimizer(config)
   model = PlainCNN(args.width, args.depth)
   crop, batch = config.crop_size, config.batch_size
   params = model.init(jax.random.key(config.seed), jnp.zeros((1, crop, crop, 3)))
