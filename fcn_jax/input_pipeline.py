@@ -20,10 +20,12 @@ seeded with (seed, j). Host p of P yields the k in [p * B / P, (p + 1) * B / P)
 of each step. A run restarted at step s builds the stream from
 j = s * global_batch_size on and sees exactly the batches of an uninterrupted
 run. Augmentation follows the authors' release: a random paired crop
-(images smaller than the crop are reflect-padded at the bottom/right), with
-probability 1/3 a saturation factor uniform in [0.8, 1.2] applied to both
-images, then one of the 8 symmetries of the square (rotations by 0/90/180/270
-degrees, optionally followed by a left-right flip) applied to both.
+(images smaller than the crop are reflect-padded at the bottom/right; or, with
+patch='resize', the whole image resized as in the paper's text), with
+probability 1/3 PIL's saturation enhancement (a blend with the luma image, on
+uint8, reproduced exactly) by a factor uniform in [0.8, 1.2] applied to both
+images, then the release's symmetry draw of 9 outcomes: the identity with
+probability 2/9, each other symmetry of the square with 1/9.
 
 Evaluation. Every example exactly once, at its original size (the consumer
 pads to a multiple of 8). Examples are grouped by image shape (read once per
@@ -249,16 +251,78 @@ def _reflect(positions: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
   return tf.minimum(m, period - m)
 
 
+def saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  """PIL's `ImageEnhance.Color(image).enhance(factor)` on uint8 RGB, exactly.
+
+  The release's saturation jitter (torchvision's `adjust_saturation` on a PIL
+  image): a blend of the image with its ITU-R 601-2 luma, both uint8.
+  Pillow computes the luma in 16-bit fixed point with rounding,
+  L = (19595 R + 38470 G + 7471 B + 2^15) >> 16, and the blend in float32,
+  L + factor * (x - L), truncated to an integer and clipped to [0, 255].
+  Both are reproduced operation for operation (checked bit for bit against
+  Pillow 12.1 in tests/test_input_pipeline.py).
+
+  Args:
+    image: (..., 3) uint8.
+    factor: float32 scalar; 0 gives the luma image, 1 the image.
+
+  Returns:
+    (..., 3) uint8.
+  """
+  rgb = tf.cast(image, tf.int32)
+  luma = tf.bitwise.right_shift(
+      rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768,
+      16)
+  gray = tf.cast(luma, tf.float32)[..., None]
+  blend = gray + tf.cast(factor, tf.float32) * (tf.cast(rgb, tf.float32) - gray)
+  return tf.cast(tf.clip_by_value(tf.floor(blend), 0.0, 255.0), tf.uint8)
+
+
+# The release's symmetry outcomes randint(0, 8) = 0..8, as (flip rows, flip
+# columns, then counter-clockwise quarter turns): identity, up-down flip,
+# left-right flip, 90, 180 and 270 degree rotations, the two flips followed by
+# a 90 degree rotation, and identity again (outcome 8 has no branch). So
+# identity has probability 2/9 and each other symmetry of the square 1/9.
+SYMMETRIES = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 2), (0, 0, 3),
+              (1, 0, 1), (0, 1, 1), (0, 0, 0))
+
+
+def apply_symmetry(image: tf.Tensor, outcome: tf.Tensor) -> tf.Tensor:
+  """The symmetry of release outcome `outcome` (0..8) on (H, W, C) `image`."""
+  table = tf.constant(SYMMETRIES, tf.int32)[outcome]
+  image = tf.cond(table[0] > 0, lambda: tf.reverse(image, axis=[0]),
+                  lambda: image)
+  image = tf.cond(table[1] > 0, lambda: tf.reverse(image, axis=[1]),
+                  lambda: image)
+  return tf.image.rot90(image, table[2])
+
+
+def _resize(pair: tf.Tensor, size: int) -> tf.Tensor:
+  """The whole (H, W, 6) uint8 pair resized to (size, size), uint8.
+
+  The paper's "adjust the images to 256x256": the aspect ratio is not kept.
+  Antialiased bilinear (a triangle filter widened by the scale factor, PIL's
+  `Image.resize(..., BILINEAR)`), rounded to 8 bits as a resized copy saved
+  as PNG would be.
+  """
+  resized = tf.image.resize(tf.cast(pair, tf.float32), [size, size],
+                            method='bilinear', antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
-             augment: bool) -> tuple[tf.Tensor, tf.Tensor]:
-  """Random crop, saturation jitter and symmetry of a (H, W, 6) uint8 pair.
+             augment: bool, patch: str = 'crop'
+             ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Patch, saturation jitter and symmetry of a (H, W, 6) uint8 pair.
 
   Args:
     pair: Blur and sharp stacked on the channels.
     seed: Shape [2] int64 stateless seed of this sample.
-    crop_size: Side of the square crop.
-    augment: Whether to jitter saturation and apply a symmetry (the crop is
+    crop_size: Side of the square patch.
+    augment: Whether to jitter saturation and apply a symmetry (a crop is
       random either way).
+    patch: 'crop' (a random crop_size crop, the release) or 'resize' (the
+      whole image resized to crop_size x crop_size, the paper's text).
 
   Returns:
     (blur, sharp) float32 (crop, crop, 3) in [0, 1].
@@ -273,26 +337,26 @@ def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
         [], s, minval=0, maxval=tf.maximum(image_size - crop, 0) + 1,
         dtype=tf.int32)
 
-  rows = _reflect(start(shape[0], s_y) + tf.range(crop), shape[0])
-  cols = _reflect(start(shape[1], s_x) + tf.range(crop), shape[1])
-  pair = tf.gather(tf.gather(pair, rows, axis=0), cols, axis=1)
-  pair = tf.cast(pair, tf.float32) / 255.0
+  if patch == 'resize':
+    pair = _resize(pair, crop_size)
+  else:
+    rows = _reflect(start(shape[0], s_y) + tf.range(crop), shape[0])
+    cols = _reflect(start(shape[1], s_x) + tf.range(crop), shape[1])
+    pair = tf.gather(tf.gather(pair, rows, axis=0), cols, axis=1)
   if augment:
+    # As the release: with probability 1/3 one factor, uniform in
+    # [0.8, 1.2], for both images (pointwise, so crop and jitter commute).
     factor = tf.random.stateless_uniform([], s_sat, 0.8, 1.2)
     apply = tf.random.stateless_uniform([], s_apply) < 1 / 3
-
-    def saturate():
-      return tf.concat([
-          tf.clip_by_value(tf.image.adjust_saturation(x, factor), 0.0, 1.0)
-          for x in (pair[..., :3], pair[..., 3:])
-      ], axis=-1)
-
-    pair = tf.cond(apply, saturate, lambda: pair)
-    symmetry = tf.random.stateless_uniform(
-        [], s_sym, minval=0, maxval=8, dtype=tf.int32)
-    pair = tf.image.rot90(pair, symmetry % 4)
-    pair = tf.cond(symmetry >= 4, lambda: tf.reverse(pair, axis=[1]),
-                   lambda: pair)
+    pair = tf.cond(
+        apply,
+        lambda: tf.concat([saturate(pair[..., :3], factor),
+                           saturate(pair[..., 3:], factor)], axis=-1),
+        lambda: pair)
+    outcome = tf.random.stateless_uniform(
+        [], s_sym, minval=0, maxval=len(SYMMETRIES), dtype=tf.int32)
+    pair = apply_symmetry(pair, outcome)
+  pair = tf.cast(pair, tf.float32) / 255.0
   pair = tf.ensure_shape(pair, [crop_size, crop_size, 6])
   return pair[..., :3], pair[..., 3:]
 
@@ -315,6 +379,7 @@ def train_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
     augment: bool = True,
+    patch: str = 'crop',
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of each global training batch, forever.
 
@@ -329,6 +394,8 @@ def train_iterator(
     process_count: Number of hosts P (default: `jax.process_count()`).
     augment: Whether to apply saturation jitter and symmetries (the crop is
       random either way).
+    patch: 'crop' (random crop_size crops, the release) or 'resize' (whole
+      images resized to crop_size x crop_size, the paper's section 4.2).
 
   Yields:
     {'blur': float32 (B/P, crop, crop, 3) in [0, 1], 'sharp': same}. The batch
@@ -358,7 +425,7 @@ def train_iterator(
 
   def sample(raw, j):
     blur, sharp = _augment(_decode(raw), tf.stack([seed, j]), crop_size,
-                           augment)
+                           augment, patch)
     return {'blur': blur, 'sharp': sharp}
 
   ds = tf.data.Dataset.counter(dtype=tf.int64)
