@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 16          # global, over all devices and hosts
   config.eval_batch_size = 8      # global
   config.crop_size = 256
+  # Training patches: 'crop' (random crop_size crops, the release) or 'resize'
+  # (whole images resized to crop_size x crop_size, the paper's text).
+  config.train_patch = 'crop'
 
   # Schedule, in steps.
   config.num_train_steps = 0      # set by each config
@@ -40,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_late_from_step = 0
   config.checkpoint_every_steps = 1000
   config.num_eval_images_logged = 3   # blurry | restored | sharp triplets
+  # When an evaluation (of eval_datasets[0]) becomes the new best checkpoint:
+  # 'psnr' (higher PSNR, as the release) or 'psnr_and_ssim' (both PSNR and
+  # MATLAB-convention SSIM above the best's, the paper's section 4.2).
+  config.best_rule = 'psnr'
 
   config.seed = 1234
   # Another workdir (or converted official weights) to start from.

@@ -140,6 +140,10 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_divisible(config, field, num_devices)
   if config.crop_size % 8 or config.crop_size <= 0:
     raise ConfigError(f'config.crop_size={config.crop_size} must be a positive multiple of 8')
+  if config.train_patch not in ('crop', 'resize'):
+    raise ConfigError(f"config.train_patch={config.train_patch!r}: use 'crop' or 'resize'")
+  if config.best_rule not in BEST_RULES:
+    raise ConfigError(f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}')
   if config.num_train_steps < 0:
     raise ConfigError(f'config.num_train_steps={config.num_train_steps} is negative')
   if config.loss.trust not in ('fixed', 'learned'):
@@ -153,6 +157,21 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   create_learning_rate_fn(config)
   if config.init_from and not os.path.isdir(config.init_from):
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
+
+
+BEST_RULES = ('psnr', 'psnr_and_ssim')
+
+
+def is_new_best(rule: str, summary: dict, best: Optional[dict]) -> bool:
+  """Whether evaluation `summary` beats the best checkpoint's metrics `best`.
+
+  'psnr': a higher PSNR. 'psnr_and_ssim' (the paper, section 4.2): a higher
+  PSNR and a higher SSIM (MATLAB convention) than the best checkpoint's, both
+  strictly. A metric missing from `best` counts as never reached.
+  """
+  keys = ('psnr',) if rule == 'psnr' else ('psnr', 'ssim_matlab')
+  best = best or {}
+  return all(summary[k] > best.get(k, -np.inf) for k in keys)
 
 
 def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
@@ -254,10 +273,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           state.params))
       logging.info('Initialised the network from %s', config.init_from)
   start_step = int(state.step)
-  best_psnr = -np.inf
+  best_metrics = None
   if best.latest_step() is not None:
-    best_psnr = float(best.restore(best.latest_step(), args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))['meta'].get('metrics', {}).get('psnr', -np.inf))
+    best_metrics = best.restore(best.latest_step(), args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta'].get('metrics')
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
     writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
@@ -266,7 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Input: the stateless, step-indexed stream starts at this run's step.
   train_iter = input_pipeline.train_iterator(
       config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
-      crop_size=config.crop_size, seed=config.seed, start_step=start_step)
+      crop_size=config.crop_size, seed=config.seed, start_step=start_step,
+      patch=config.train_patch)
 
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, config=config,
@@ -331,9 +351,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
               writer.write_images(step, {f'eval_{name}_blurry_restored_sharp':
                                          np.stack(images)})
           logging.info('step %d\n%s', step, evaluation.format_table(summaries))
-          if summaries[0]['psnr'] > best_psnr:
-            best_psnr = summaries[0]['psnr']
-            save(step, best, {'psnr': best_psnr, 'dataset': summaries[0]['dataset']})
+          if is_new_best(config.best_rule, summaries[0], best_metrics):
+            best_metrics = {k: summaries[0][k] for k in ('psnr', 'ssim_matlab', 'dataset')}
+            save(step, best, best_metrics)
       if checkpoint_now:
         if not _all_finite(state.params):
           raise NonFiniteLossError(

@@ -370,7 +370,8 @@ def test_symmetry_draw_has_identity_twice_as_often():
                             16, True)[1])
   counts = np.zeros(8)
   for crop in ds.as_numpy_iterator():
-    counts[outcomes[np.round(crop[..., 0] * 255).astype(np.uint8).tobytes()]] += 1
+    levels = np.round(crop[..., 0] * 255).astype(np.uint8)
+    counts[outcomes[levels.tobytes()]] += 1
   expected = n * np.array([2 / 9] + [1 / 9] * 7)
   sigma = np.sqrt(expected * (1 - expected / n))
   assert np.all(np.abs(counts - expected) < 4 * sigma), counts

@@ -164,6 +164,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_pat
     (dict(loss=dict(trust='adaptive')), "trust='adaptive'"),
     (dict(optimizer=dict(schedule='linear')), "schedule 'linear'"),
     (dict(init_from='/nonexistent/run'), 'init_from=/nonexistent/run'),
+    (dict(train_patch='warp'), "train_patch='warp'"),
+    (dict(best_rule='ssim'), "best_rule='ssim'"),
 ])
 def test_start_up_checks(overrides, match, monkeypatch):
   config = tiny.get_config()
@@ -247,3 +249,52 @@ def test_bfloat16_step_keeps_float32_parameters():
   # tiny width (their ReLU outputs are 0 for these inputs, in float32 too).
   assert np.mean(changed) > 0.8
   assert not np.array_equal(state.params['trust'], new_state.params['trust'])
+
+
+# (PSNR, SSIM) of successive evaluations.
+_EVALS = ((30.0, 0.90), (30.5, 0.89), (29.0, 0.95), (30.2, 0.91))
+
+
+@pytest.mark.parametrize('rule,new_bests', [
+    ('psnr', [True, True, False, False]),
+    ('psnr_and_ssim', [True, False, False, True]),
+])
+def test_is_new_best(rule, new_bests):
+  best, got = None, []
+  for psnr, ssim in _EVALS:
+    summary = {'psnr': psnr, 'ssim_matlab': ssim, 'dataset': 'd'}
+    got.append(train.is_new_best(rule, summary, best))
+    if got[-1]:
+      best = summary
+  assert got == new_bests
+  # A best saved without SSIM (before best_rule existed) is beaten on PSNR.
+  assert train.is_new_best('psnr_and_ssim', {'psnr': 31, 'ssim_matlab': 0.5},
+                           {'psnr': 30.5})
+  assert not train.is_new_best('psnr_and_ssim', {'psnr': 30, 'ssim_matlab': 1},
+                               {'psnr': 30.5})
+
+
+def test_paper_best_rule_and_resized_patches_in_a_run(data_dir, tmp_path,
+                                                      monkeypatch):
+  """best_rule='psnr_and_ssim' picks the checkpoint it says (scripted scores)."""
+  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  scores = iter(_EVALS)
+
+  def scripted(spec, *args, **kwargs):
+    psnr, ssim = next(scores)
+    summary = {'dataset': spec, 'num_images': 1}
+    for prefix in ('', 'input_'):
+      summary.update({f'{prefix}psnr': psnr, f'{prefix}ssim_matlab': ssim,
+                      f'{prefix}ssim_per_channel': ssim})
+    return summary, []
+
+  monkeypatch.setattr(evaluation, 'evaluate_dataset', scripted)
+  config = tiny_config(data_dir, num_train_steps=4, eval_every_steps=1,
+                       checkpoint_every_steps=100, best_rule='psnr_and_ssim',
+                       train_patch='resize')
+  train.train_and_evaluate(config, str(tmp_path))
+  best = checkpoint.make_manager(str(tmp_path), checkpoint.BEST, read_only=True)
+  assert best.latest_step() == 4  # The PSNR rule would have kept step 2.
+  meta = best.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  assert meta['meta']['metrics'] == {'psnr': 30.2, 'ssim_matlab': 0.91,
+                                     'dataset': 'synthetic_blur/tiny:test'}
