@@ -7,6 +7,7 @@ import pathlib
 import re
 import sys
 
+from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
@@ -92,8 +93,39 @@ class Builder(paired.PairedImageBuilder):
     (manual_dir/GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/*.png;
     the train/ and test/ folders may also be directly in manual_dir);
   * the flattened copy distributed with MPRNet, Restormer or FCN:
-    manual_dir/{train,test}/{input,target}/*.png (config `blur` only).
+    manual_dir/{train,test}/{input,target}/*.png (config `blur` only; the
+    `blur_gamma` build is skipped there, with a warning).
   """
+
+  def download_and_prepare(
+      self,
+      *,
+      download_dir: epath.PathLike | None = None,
+      download_config: tfds.download.DownloadConfig | None = None,
+      **kwargs,
+  ) -> None:
+    """As TFDS's, but skips `blur_gamma` on a flattened copy, with a warning.
+
+    `tfds build tfds_gopro/gopro` builds every config; the flattened copy has
+    no blur_gamma inputs, so that config is left unprepared (nothing written)
+    and the command still succeeds with `blur`. Readers of `gopro/blur_gamma`
+    then get TFDS's not-prepared error.
+    """
+    if self.builder_config.name != 'blur' and not self.data_path.exists():
+      config = download_config or tfds.download.DownloadConfig()
+      # Where TFDS looks for the manual download (DatasetBuilder's default).
+      manual_dir = epath.Path(config.manual_dir or epath.Path(
+          download_dir or self.data_dir_root / 'downloads') / 'manual')
+      if _flat_root(manual_dir) and not _original_root(manual_dir):
+        logging.warning(
+            'Skipped %s: manual_dir %s holds the %s, %s, which has only the '
+            'standard blur inputs; %s/blur is built from it. Put the original '
+            'GOPRO_Large tree in manual_dir to build %s.', self.info.full_name,
+            manual_dir, _FLAT.name, _FLAT.pattern, self.name,
+            self.info.full_name)
+        return
+    super().download_and_prepare(
+        download_dir=download_dir, download_config=download_config, **kwargs)
 
   def _find_pairs(
       self, manual_dir: epath.Path

@@ -143,8 +143,10 @@ def test_tfds_load_tfrecord(tmp_path):
 @pytest.mark.parametrize('from_repo_root', [False, True])
 def test_tfds_build_command(tmp_path, from_repo_root):
   """The `tfds build` executable, run outside the repository or at its root."""
-  if from_repo_root:  # The flattened copy, which has only the `blur` config.
-    args, cwd, configs = ['tfds_gopro/gopro', '--config=blur'], _REPO, ['blur']
+  if from_repo_root:
+    # The flattened copy, as the README says (no --config): `blur` is built,
+    # `blur_gamma` (not in this layout) skipped with a warning.
+    args, cwd, configs = ['tfds_gopro/gopro'], _REPO, ['blur']
     manual_dir = _DUMMY / 'flat'
   else:
     # The repository root is then neither the cwd nor on the executable's
@@ -164,6 +166,12 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     assert _ids(source) == _ORIGINAL_IDS['train']
     ds = tfds.load(f'gopro/{config}', split='train', data_dir=tmp_path)
     assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
+  if from_repo_root:
+    assert 'Skipped gopro/blur_gamma/1.0.0: manual_dir' in (
+        result.stdout + result.stderr)
+    assert not tfds.builder('gopro/blur_gamma', data_dir=tmp_path).is_prepared()
+    assert sorted(p.name for p in (tmp_path / 'gopro').iterdir()) == [
+        '.config', 'blur']
 
 
 def _tree(root):

@@ -150,7 +150,16 @@ def test_two_layouts(tmp_path, original):
   assert f'original GOPRO_Large tree in {original}' in message
 
 
-def test_blur_gamma_needs_original_tree(tmp_path, flat):
-  message = _build_fails(tmp_path, config='blur_gamma')
-  assert 'gopro/blur_gamma needs the original GOPRO_Large tree' in message
-  assert str(flat) in message
+def test_blur_gamma_is_skipped_on_the_flat_layout(tmp_path, flat, caplog):
+  """Nothing written, a warning naming manual_dir; `blur` still builds."""
+  data_dir = tmp_path / 'data'
+  config = tfds.download.DownloadConfig(manual_dir=str(flat))
+  tfds.builder('gopro/blur_gamma', data_dir=data_dir).download_and_prepare(
+      download_config=config)
+  assert 'Skipped gopro/blur_gamma/1.0.0' in caplog.text
+  assert f'manual_dir {flat} holds the flattened layout' in caplog.text
+  assert not tfds.builder('gopro/blur_gamma', data_dir=data_dir).is_prepared()
+  assert not data_dir.exists() or not list(data_dir.rglob('*'))
+  tfds.builder('gopro/blur', data_dir=data_dir).download_and_prepare(
+      download_config=config)
+  assert tfds.builder('gopro/blur', data_dir=data_dir).is_prepared()
