@@ -327,6 +327,8 @@ def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
   Returns:
     (blur, sharp) float32 (crop, crop, 3) in [0, 1].
   """
+  if patch not in ('crop', 'resize'):
+    raise ValueError(f"patch={patch!r}: use 'crop' or 'resize'")
   s_y, s_x, s_sat, s_apply, s_sym = tf.unstack(
       tf.random.experimental.stateless_split(seed, num=5))
   shape = tf.shape(pair)
