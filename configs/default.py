@@ -73,6 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       ensemble=False,             # x8 geometric self-ensemble
       save_images=False,          # write restored PNGs under workdir/eval/
+      # The release's validation: the central crop x crop window of each image
+      # (None: whole images) and PSNR/SSIM of the float output (False) rather
+      # than of its 8-bit levels (True).
+      center_crop=config_dict.placeholder(int),
+      quantize=True,
   ))
   return config
 

@@ -10,7 +10,11 @@ clamped output; this config (like every config here) validates on the full
 1280x720 images with PSNR on 8-bit levels, the protocol of the paper's
 tables. The two can rank epochs differently, so the best epoch kept here may
 differ from the one the release would keep; the evaluation itself is the
-protocol of Table 1.
+protocol of Table 1. The release's selection instead (every evaluation of the
+run then scores the crops, the final one included):
+
+  python main.py --config=configs/gopro_release.py --workdir=runs/rel_crops \
+      --config.eval.center_crop=256 --config.eval.quantize=False
 
   python main.py --config=configs/gopro_release.py --workdir=runs/gopro_release
 """

@@ -28,21 +28,37 @@ from fcn_jax import models
 METRICS = ('psnr', 'ssim_matlab', 'ssim_per_channel')
 
 
-def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False
+def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False,
+                   quantize: bool = True
                    ) -> Callable[..., dict[str, jax.Array]]:
-  """A jitted step: (params, blur, sharp) -> per-image metrics and restored images."""
+  """A jitted step: (params, blur, sharp) -> per-image metrics and restored images.
+
+  `quantize=False` scores the float output (the release's validation PSNR)
+  instead of its 8-bit levels.
+  """
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
 
   @functools.partial(jax.jit, out_shardings=data,
                      compiler_options=models.compiler_options())
   def step(params, blur, sharp):
     restored = inference.restore(model, params, blur, ensemble=ensemble)
-    out = dict(metrics.image_metrics(restored, sharp))
-    out.update({f'input_{k}': v for k, v in metrics.image_metrics(blur, sharp).items()})
+    out = dict(metrics.image_metrics(restored, sharp, quantize=quantize))
+    out.update({f'input_{k}': v for k, v in metrics.image_metrics(
+        blur, sharp, quantize=quantize).items()})
     out['restored'] = restored
     return out
 
   return step
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+  """The central size x size window of (N, H, W, C) images (as torchvision's
+  `center_crop`, offsets round((H - size) / 2)); a side shorter than size is
+  kept whole."""
+  h, w = images.shape[1:3]
+  ch, cw = min(size, h), min(size, w)
+  top, left = int(round((h - ch) / 2)), int(round((w - cw) / 2))
+  return images[:, top:top + ch, left:left + cw]
 
 
 def _global(mesh, local: np.ndarray) -> jax.Array:
@@ -66,9 +82,13 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
                      mesh: jax.sharding.Mesh, *, global_batch_size: int,
                      ensemble: bool = False, out_dir: Optional[str] = None,
                      save_images: bool = False, num_triplets: int = 0,
-                     step_fn: Optional[Callable[..., Any]] = None
+                     step_fn: Optional[Callable[..., Any]] = None,
+                     crop: Optional[int] = None
                      ) -> tuple[dict, list[np.ndarray]]:
   """Evaluates `params` on every image of `spec`.
+
+  With `crop`, on the central crop x crop window of each image instead (the
+  release's validation on 256x256 centre crops).
 
   Returns:
     (summary, triplets): the summary dict (num_images and the mean metrics of
@@ -89,6 +109,9 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
   start, done = time.time(), 0
   for batch in input_pipeline.eval_iterator(
       spec, data_dir, global_batch_size=global_batch_size):
+    if crop:
+      batch = dict(batch, blur=center_crop(batch['blur'], crop),
+                   sharp=center_crop(batch['sharp'], crop))
     out = step_fn(params, _global(mesh, batch['blur']), _global(mesh, batch['sharp']))
     index = multihost_utils.process_allgather(_global(mesh, batch['index']), tiled=True)
     values = {k: multihost_utils.process_allgather(v, tiled=True)

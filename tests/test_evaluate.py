@@ -149,6 +149,36 @@ def test_metrics_equal_a_direct_computation(plain, template, data_dir):
     assert summary[k] == pytest.approx(float(np.mean(direct[k])), abs=1e-5), k
 
 
+def test_release_validation_centre_crops_and_float_psnr(template, data_dir,
+                                                        tmp_path):
+  """eval.center_crop/quantize=False: the release's validation PSNR."""
+  workdir = new_workdir(template, tmp_path / 'crop')
+  config = eval_config(data_dir, center_crop=16, quantize=False,
+                       save_images=True)
+  summary, = train.evaluate(config, workdir)
+  rows = {r['id']: r for r in read_csv(workdir)}
+  data = read_test_split(data_dir)
+  keys = sorted(data)
+  # 32x48 images: torchvision's centre crop starts at row 8, column 16.
+  blur = np.stack([data[k][0] for k in keys])[:, 8:24, 16:32] / 255
+  sharp = np.stack([data[k][1] for k in keys])[:, 8:24, 16:32] / 255
+  params, saved = checkpoint.load_params(template)
+  restored = np.asarray(jax.jit(inference.restore, static_argnums=0)(
+      checkpoint.model_from_config(saved), params, blur.astype(np.float32)),
+      np.float64)
+  # The release's torchPSNR: both clamped to [0, 1], no rounding to levels.
+  rmse = np.sqrt(np.mean((np.clip(restored, 0, 1) - sharp) ** 2, (1, 2, 3)))
+  expected = 20 * np.log10(1 / rmse)
+  ours = np.array([float(rows[k]['psnr']) for k in keys])
+  np.testing.assert_allclose(ours, expected, atol=1e-3)
+  assert summary['psnr'] == pytest.approx(expected.mean(), abs=1e-3)
+  quantized = metrics.psnr(restored.astype(np.float32), sharp.astype(np.float32))
+  assert np.abs(ours - np.asarray(quantized)).max() > 1e-3  # Not 8-bit levels.
+  image = os.path.join(workdir, 'eval', NAME, 'images',
+                       f'{keys[0].replace("/", "_")}.png')
+  assert np.asarray(Image.open(image)).shape == (16, 16, 3)
+
+
 def test_four_devices_write_the_same_results(plain, template, data_dir, tmp_path):
   workdir = new_workdir(template, tmp_path / 'four')
   proc = run_main(workdir, data_dir, '--config.eval_batch_size=4', devices=4)

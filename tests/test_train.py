@@ -166,6 +166,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_pat
     (dict(init_from='/nonexistent/run'), 'init_from=/nonexistent/run'),
     (dict(train_patch='warp'), "train_patch='warp'"),
     (dict(best_rule='ssim'), "best_rule='ssim'"),
+    (dict(eval=dict(center_crop=0)), 'center_crop=0 must be positive'),
 ])
 def test_start_up_checks(overrides, match, monkeypatch):
   config = tiny.get_config()
