@@ -31,7 +31,7 @@ METRICS = ('psnr', 'ssim_matlab', 'ssim_per_channel')
 def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False,
                    quantize: bool = True
                    ) -> Callable[..., dict[str, jax.Array]]:
-  """A jitted step: (params, blur, sharp) -> per-image metrics and restored images.
+  """A jitted step: (params, blur, sharp) -> per-image metrics, restored images.
 
   `quantize=False` scores the float output (the release's validation PSNR)
   instead of its 8-bit levels.

@@ -141,11 +141,14 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if config.crop_size % 8 or config.crop_size <= 0:
     raise ConfigError(f'config.crop_size={config.crop_size} must be a positive multiple of 8')
   if config.train_patch not in ('crop', 'resize'):
-    raise ConfigError(f"config.train_patch={config.train_patch!r}: use 'crop' or 'resize'")
+    raise ConfigError(f'config.train_patch={config.train_patch!r}: use '
+                      "'crop' or 'resize'")
   if config.eval.center_crop is not None and config.eval.center_crop <= 0:
-    raise ConfigError(f'config.eval.center_crop={config.eval.center_crop} must be positive')
+    raise ConfigError(f'config.eval.center_crop={config.eval.center_crop} '
+                      'must be positive')
   if config.best_rule not in BEST_RULES:
-    raise ConfigError(f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}')
+    raise ConfigError(f'config.best_rule={config.best_rule!r}: use one of '
+                      f'{BEST_RULES}')
   if config.num_train_steps < 0:
     raise ConfigError(f'config.num_train_steps={config.num_train_steps} is negative')
   if config.loss.trust not in ('fixed', 'learned'):
@@ -297,8 +300,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       out_shardings=(state_sharding, replicated), donate_argnums=(0,),
       compiler_options=compiler_options())
   from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  eval_step = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble,
-                                        quantize=config.eval.quantize)
+  eval_step = evaluation.make_eval_step(
+      model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
 
   def save(step: int, mngr=latest, metrics_=None):
     params, train = _split_for_checkpoint(state)
@@ -343,7 +346,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             summary, images = evaluation.evaluate_dataset(
                 spec, _data_dir(config), state.params['net'], model, mesh,
                 global_batch_size=config.eval_batch_size, step_fn=eval_step,
-                num_triplets=config.num_eval_images_logged, crop=config.eval.center_crop,
+                num_triplets=config.num_eval_images_logged,
+                crop=config.eval.center_crop,
                 out_dir=(os.path.join(workdir, 'eval')
                          if step == config.num_train_steps else None))
             summaries.append(summary)
@@ -355,7 +359,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                          np.stack(images)})
           logging.info('step %d\n%s', step, evaluation.format_table(summaries))
           if is_new_best(config.best_rule, summaries[0], best_metrics):
-            best_metrics = {k: summaries[0][k] for k in ('psnr', 'ssim_matlab', 'dataset')}
+            best_metrics = {k: summaries[0][k]
+                            for k in ('psnr', 'ssim_matlab', 'dataset')}
             save(step, best, best_metrics)
       if checkpoint_now:
         if not _all_finite(state.params):
@@ -403,15 +408,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   # The architecture and dtype are the checkpoint's; TLC is an evaluation option.
   model = checkpoint.model_from_config(saved, tlc_train_size=config.model.tlc_train_size)
   prepare_datasets(config, config.eval_datasets)
-  step_fn = evaluation.make_eval_step(model, mesh, ensemble=config.eval.ensemble,
-                                      quantize=config.eval.quantize)
+  step_fn = evaluation.make_eval_step(
+      model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
   summaries = []
   for spec in config.eval_datasets:
     summary, _ = evaluation.evaluate_dataset(
         spec, _data_dir(config), params, model, mesh,
         global_batch_size=config.eval_batch_size, step_fn=step_fn,
         out_dir=os.path.join(workdir, 'eval'), save_images=config.eval.save_images,
-        num_triplets=config.num_eval_images_logged, crop=config.eval.center_crop)
+        num_triplets=config.num_eval_images_logged,
+        crop=config.eval.center_crop)
     summaries.append(summary)
   if jax.process_index() == 0:
     print(evaluation.format_table(summaries))

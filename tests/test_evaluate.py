@@ -172,7 +172,8 @@ def test_release_validation_centre_crops_and_float_psnr(template, data_dir,
   ours = np.array([float(rows[k]['psnr']) for k in keys])
   np.testing.assert_allclose(ours, expected, atol=1e-3)
   assert summary['psnr'] == pytest.approx(expected.mean(), abs=1e-3)
-  quantized = metrics.psnr(restored.astype(np.float32), sharp.astype(np.float32))
+  quantized = metrics.psnr(restored.astype(np.float32),
+                           sharp.astype(np.float32))
   assert np.abs(ours - np.asarray(quantized)).max() > 1e-3  # Not 8-bit levels.
   image = os.path.join(workdir, 'eval', NAME, 'images',
                        f'{keys[0].replace("/", "_")}.png')
