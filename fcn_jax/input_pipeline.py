@@ -301,9 +301,9 @@ def _resize(pair: tf.Tensor, size: int) -> tf.Tensor:
   """The whole (H, W, 6) uint8 pair resized to (size, size), uint8.
 
   The paper's "adjust the images to 256x256": the aspect ratio is not kept.
-  Antialiased bilinear (a triangle filter widened by the scale factor, PIL's
-  `Image.resize(..., BILINEAR)`), rounded to 8 bits as a resized copy saved
-  as PNG would be.
+  Antialiased bilinear (a triangle filter widened by the scale factor, the
+  filter of PIL's `Image.resize(..., BILINEAR)`; within one level of it,
+  tested), rounded to 8 bits as a resized copy saved as PNG would be.
   """
   resized = tf.image.resize(tf.cast(pair, tf.float32), [size, size],
                             method='bilinear', antialias=True)
