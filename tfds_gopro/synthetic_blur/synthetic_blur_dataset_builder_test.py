@@ -1,4 +1,8 @@
-"""Tests of the `synthetic_blur` builder (on the tiny photos of dummy_data/)."""
+"""Tests of the `synthetic_blur` builder (on the tiny photos of dummy_data/).
+
+dummy_data/ holds five procedural 48x64 photos, made with
+`camera_shake.procedural_photo(np.random.default_rng(i), 48, 64)`, i = 0..4.
+"""
 
 import json
 
