@@ -316,10 +316,10 @@ def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
       state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
           jax.random.key(PARAMS_SEED))
       batch = {'blur': jax.device_put(blur), 'sharp': jax.device_put(sharp)}
-      fn = jax.jit(functools.partial(
+      step = functools.partial(
           train.train_step, model=model, tx=tx, config=config,
-          learning_rate_fn=train.create_learning_rate_fn(config)),
-                   donate_argnums=(0,), compiler_options=compiler_options())
+          learning_rate_fn=train.create_learning_rate_fn(config))
+      fn = jax.jit(step, donate_argnums=(0,), compiler_options=compiler_options())
       start = time.perf_counter()
       compiled = fn.lower(state, batch).compile()
       result.compile_s = time.perf_counter() - start
