@@ -27,6 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fcn_jax import input_pipeline as ip
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -41,7 +42,7 @@ def build(data_dir: str, photos: int, crops_per_photo: int) -> None:
     return
   with tempfile.TemporaryDirectory() as folder:
     for i in range(photos):
-      photo = sb.procedural_photo(np.random.default_rng(i), 760, 1320)
+      photo = camera_shake.procedural_photo(np.random.default_rng(i), 760, 1320)
       Image.fromarray(photo).save(os.path.join(folder, f'photo{i}.png'))
     config = sb.SyntheticBlurConfig(
         name=CONFIG, source_dir=folder, crop_height=720, crop_width=1280,

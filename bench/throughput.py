@@ -1,9 +1,9 @@
 r"""FCN training and inference throughput in JAX, optionally against the official PyTorch Net.
 
 One run on one machine measures, for each image size, batch and dtype:
-  * JAX training: one jitted, buffer-donating step (the three stage losses,
-    Charbonnier + 0.05 x edge, summed with fixed trust as in the release, and
-    an Adam update), images/s;
+  * JAX training: the trainer's own step (`fcn_jax.train.train_step`, the
+    three stage losses, Charbonnier + 0.05 x edge, summed with fixed trust as
+    in the release, and an Adam update), jitted and buffer-donating, images/s;
   * JAX inference: jitted `model.apply`, final output, images/s;
   * FLOP/s achieved (FLOPs from XLA's cost analysis of the compiled step) and
     the share of the device's peak where known; memory (XLA's plan of the
@@ -24,9 +24,9 @@ NVIDIA Ampere and newer GPUs); PyTorch runs with TF32 off
 parameters, bfloat16 compute) against torch.autocast(dtype=torch.bfloat16);
 by default only on GPU/TPU (on CPU it is emulated and slow; ask with --dtypes).
 
-Imports neither TensorFlow, clu nor ml_collections (the GPU image lacks them);
---config=PATH reads configs/*.py with ml_collections when it is installed and
-otherwise by file name.
+Imports no TensorFlow. The step and the config are the trainer's, so it needs
+clu and ml_collections (both pure Python: `pip install clu ml-collections` on
+an image that has JAX but not these).
 
   python bench/throughput.py                                   # defaults
   python bench/throughput.py --torch_ref=/path/to/FCN --sizes=256 --steps=10
@@ -58,35 +58,23 @@ import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from fcn_jax import losses
-from fcn_jax.models import FCN, compiler_options, init_params
+from configs import default
+from fcn_jax import train
+from fcn_jax.cpu import compiler_options
+from fcn_jax.models import FCN, init_params
+from fcn_jax.models import presets
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# The model widths of configs/*.py, as plain dicts (no ml_collections needed);
-# other configs (demo.py) are read with ml_collections.
-MODELS = {
-    'full': dict(n_feat=96, scale_unetfeats=48, scale_orsnetfeats=32, num_cab=8,
-                 kernel_size=3, reduction=4),   # default.py, gopro*.py
-    'tiny': dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1,
-                 kernel_size=3, reduction=4),   # tiny.py
-}
-# Without ml_collections, configs/<name>.py is read as its preset.
-_CONFIG_PRESET = {'default': 'full', 'gopro': 'full', 'gopro_release': 'full',
-                  'tiny': 'tiny'}
-_MODEL_FIELDS = ('n_feat', 'scale_unetfeats', 'scale_orsnetfeats', 'num_cab',
-                 'kernel_size', 'reduction', 'remat')
-
-# The loss and optimizer of configs/default.py and the release's train.py.
-CHARBONNIER_EPS = 1e-3
-EDGE_WEIGHT = 0.05
-ADAM = dict(learning_rate=2e-4, b1=0.9, b2=0.999, eps=1e-8)
+MODELS = presets.PRESETS   # --config=NAME: configs/default.py with these widths
+# FCN's fields in config.model that the benchmark keeps; dtype and precision
+# are set per case.
+_MODEL_FIELDS = (*presets.FULL, 'remat')
 
 # Dense peak TFLOP/s by dtype, matched against the device kind in this order.
 # TPU float32 is n/a: its speed depends on the matmul precision (passes).
@@ -99,6 +87,9 @@ PEAK_TFLOPS = (
     ('TPU v5 lite', {'bfloat16': 197.0}),
     ('TPU v5e', {'bfloat16': 197.0}),
 )
+
+# The key of the weights every case starts from.
+PARAMS_SEED = 0
 
 # One PyTorch thread: with two, a busy machine can slow its OpenMP barriers 100x.
 SMOKE = dict(model='tiny', sizes='32,32x48', train_sizes='32', steps=2, warmup=1,
@@ -170,24 +161,30 @@ def parse_peaks(text: Optional[str]) -> dict[str, float]:
   return {k: float(v) for k, v in (item.split(':') for item in text.split(','))}
 
 
-def model_config(spec: str) -> tuple[str, dict]:
-  """(name, FCN fields) of a preset name or a configs/*.py path."""
+def bench_config(spec: str) -> tuple[str, ml_collections.ConfigDict]:
+  """(name, trainer config) of a preset name or a configs/*.py path.
+
+  A preset is configs/default.py with the preset's widths. Either way every
+  stage is weighted 1 (trust='fixed'): the release's loss, which PyTorch runs.
+  """
   if spec in MODELS:
-    return spec, dict(MODELS[spec])
-  path = pathlib.Path(spec)
-  if not path.is_file():
-    raise ValueError(f'--config={spec}: not one of {sorted(MODELS)} nor a file')
-  if _installed('ml_collections'):
-    module_spec = importlib.util.spec_from_file_location(f'_bench_config_{path.stem}', path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    model = module.get_config().model.to_dict()
-    return path.stem, {k: (tuple(v) if k == 'remat' else v)
-                       for k, v in model.items() if k in _MODEL_FIELDS}
-  if path.stem in _CONFIG_PRESET:
-    return path.stem, dict(MODELS[_CONFIG_PRESET[path.stem]])
-  raise ValueError(f'--config={spec}: reading it needs ml_collections; use one of '
-                   f'{sorted(MODELS)}')
+    config = default.get_config()
+    config.model.update(MODELS[spec])
+    name = spec
+  else:
+    path = pathlib.Path(spec)
+    if not path.is_file():
+      raise ValueError(f'--config={spec}: not one of {sorted(MODELS)} nor a file')
+    config = _load_module(f'_bench_config_{path.stem}', path).get_config()
+    name = path.stem
+  config.loss.trust = 'fixed'
+  return name, config
+
+
+def model_fields(config: ml_collections.ConfigDict) -> dict:
+  """The FCN fields of `config` that every case shares."""
+  return {k: tuple(config.model[k]) if k == 'remat' else config.model[k]
+          for k in _MODEL_FIELDS}
 
 
 def _fmt(value: Optional[float], spec: str = '.2f', unit: str = '') -> str:
@@ -280,29 +277,6 @@ def _inputs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------
 # JAX.
 
-def make_train_step(model: FCN, tx: optax.GradientTransformation):
-  """A step like fcn_jax.train.train_step with trust='fixed', without clu.
-
-  The state is (params, opt_state); returns the new state and (loss, psnr,
-  grad norm), as the trainer's metrics need.
-  """
-  def step(state, batch):
-    params, opt_state = state
-
-    def loss_fn(p):
-      outputs = model.apply({'params': p}, batch['blur'])
-      per_stage = losses.stage_losses(outputs, batch['sharp'], eps=CHARBONNIER_EPS,
-                                      edge_weight=EDGE_WEIGHT)
-      return jnp.sum(per_stage), outputs[0]
-
-    (loss, restored), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    mse = jnp.mean(jnp.square(jnp.clip(restored, 0, 1) - batch['sharp']))
-    return (params, opt_state), (loss, -10 * jnp.log10(mse), optax.global_norm(grads))
-  return step
-
-
 def _device_peak_bytes() -> Optional[int]:
   try:
     stats = jax.devices()[0].memory_stats()
@@ -311,11 +285,16 @@ def _device_peak_bytes() -> Optional[int]:
   return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
 
 
-def run_jax(case: Case, fields: dict, params: Any, precision: Optional[str],
-            warmup: int, steps: int) -> tuple[Result, Optional[np.ndarray]]:
-  """Times one case in JAX; returns the result and (inference) the final output."""
+def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
+            precision: Optional[str], warmup: int, steps: int
+            ) -> tuple[Result, Optional[np.ndarray]]:
+  """Times one case in JAX; returns the result and (inference) the final output.
+
+  `params` were drawn by `init_params` with PARAMS_SEED; the training state is
+  drawn the same way, so both start from the same weights.
+  """
   result = Result('jax', case)
-  model = FCN(**fields, dtype=case.dtype, precision=precision)
+  model = train.create_model(config, dtype=case.dtype, precision=precision)
   blur, sharp = _inputs(case)
   output = None
   try:
@@ -333,12 +312,14 @@ def run_jax(case: Case, fields: dict, params: Any, precision: Optional[str],
       _timed_calls(result, call, warmup, steps)
       output = np.asarray(out[0])
     else:
-      tx = optax.adam(**ADAM)
-      # Copies: the step donates its state, and `params` is shared by all cases.
-      state = jax.jit(lambda p: (p, tx.init(p)))(jax.tree.map(jnp.array, params))
+      tx = train.create_optimizer(config)
+      state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
+          jax.random.key(PARAMS_SEED))
       batch = {'blur': jax.device_put(blur), 'sharp': jax.device_put(sharp)}
-      fn = jax.jit(make_train_step(model, tx), donate_argnums=(0,),
-                   compiler_options=compiler_options())
+      step = functools.partial(
+          train.train_step, model=model, tx=tx, config=config,
+          learning_rate_fn=train.create_learning_rate_fn(config))
+      fn = jax.jit(step, donate_argnums=(0,), compiler_options=compiler_options())
       start = time.perf_counter()
       compiled = fn.lower(state, batch).compile()
       result.compile_s = time.perf_counter() - start
@@ -387,7 +368,8 @@ def load_official(ref: str) -> tuple[type, types.ModuleType]:
 class TorchRunner:
   """The official Net, with the JAX parameters, on one torch device."""
 
-  def __init__(self, ref: str, fields: dict, params: Any, device: str, tf32: bool):
+  def __init__(self, ref: str, config: ml_collections.ConfigDict, params: Any,
+               device: str, tf32: bool):
     import torch  # pylint: disable=g-import-not-at-top
     from fcn_jax import convert  # pylint: disable=g-import-not-at-top
     self.torch = torch
@@ -397,7 +379,8 @@ class TorchRunner:
       torch.backends.cuda.matmul.allow_tf32 = tf32
       torch.backends.cudnn.allow_tf32 = tf32
     net_cls, self.losses = load_official(ref)
-    self.fields = {k: v for k, v in fields.items() if k != 'remat'}
+    self.fields = {k: v for k, v in model_fields(config).items() if k != 'remat'}
+    self.optimizer, self.edge_weight = config.optimizer, config.loss.edge_weight
     self.state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
                        convert.flax_to_torch(jax.device_get(params),
                                              self.fields['num_cab']).items()}
@@ -452,8 +435,9 @@ class TorchRunner:
         output = outs[0].float().cpu().numpy().transpose(0, 2, 3, 1)
       else:
         net.train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=ADAM['learning_rate'],
-                                     betas=(ADAM['b1'], ADAM['b2']), eps=ADAM['eps'])
+        opt = self.optimizer
+        optimizer = torch.optim.Adam(net.parameters(), lr=opt.learning_rate,
+                                     betas=(opt.b1, opt.b2), eps=opt.eps)
         char = self.losses.CharbonnierLoss()
         edge = self.losses.EdgeLoss()
         edge.kernel = edge.kernel.to(self.device)  # it picks CUDA whenever available
@@ -464,7 +448,7 @@ class TorchRunner:
             restored = net(x)
             loss_char = sum(char(r, y) for r in restored)
             loss_edge = sum(edge(r, y) for r in restored)
-            loss = loss_char + EDGE_WEIGHT * loss_edge
+            loss = loss_char + self.edge_weight * loss_edge
           loss.backward()
           optimizer.step()
           self.sync()
@@ -574,18 +558,19 @@ def run_other_benchmark(script: str, args: Sequence[str], needs: Sequence[str]
 # ----------------------------------------------------------------------------
 
 def run_cases(framework: str, cases: Sequence[Case], args: argparse.Namespace,
-              fields: dict, params: Any, torch_device: Optional[str], warmup: int,
+              config: ml_collections.ConfigDict, params: Any,
+              torch_device: Optional[str], warmup: int,
               steps: int) -> tuple[list[Result], dict[tuple, np.ndarray]]:
   """Times `cases` in one framework, in this process; returns results and outputs."""
   results, outputs = [], {}
-  runner = (TorchRunner(args.torch_ref, fields, params, torch_device, args.torch_tf32)
+  runner = (TorchRunner(args.torch_ref, config, params, torch_device, args.torch_tf32)
             if framework == 'torch' else None)
   for case in cases:
     if runner is not None:
       r, out = runner.run(case, warmup, steps)
       note = ''
     else:
-      r, out = run_jax(case, fields, params, args.precision, warmup, steps)
+      r, out = run_jax(case, config, params, args.precision, warmup, steps)
       note = f' (compile {_fmt(r.compile_s, ".1f")} s)'
     results.append(r)
     if out is not None:
@@ -730,7 +715,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   accelerator = jax.default_backend() != 'cpu'
   dev = jax.devices()[0]
-  name, fields = model_config(args.config or 'full')
+  name, config = bench_config(args.config or 'full')
+  fields = model_fields(config)
   sizes = [parse_size(s) for s in (args.sizes or '256,720x1280').split(',')]
   dtypes = (args.dtypes or ('float32,bfloat16' if accelerator else 'float32')).split(',')
   for d in dtypes:
@@ -777,7 +763,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'{warmup} warm-up; load average {load_start[0]:.2f} {load_start[1]:.2f} '
         f'{load_start[2]:.2f}', flush=True)
 
-  init = functools.partial(init_params, FCN(**fields))
+  init = functools.partial(init_params, FCN(**fields))  # as create_train_state
   n_params = sum(p.size for p in jax.tree.leaves(jax.eval_shape(init, jax.random.key(0))))
   print(f'{n_params / 1e6:.3f} M parameters', flush=True)
 
@@ -787,8 +773,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     args.rounds, cases)
   else:
     framework = args.only or 'jax'
-    params = jax.block_until_ready(jax.jit(init)(jax.random.key(0)))
-    results, outputs = run_cases(framework, cases, args, fields, params, torch_device,
+    params = jax.block_until_ready(jax.jit(init)(jax.random.key(PARAMS_SEED)))
+    results, outputs = run_cases(framework, cases, args, config, params, torch_device,
                                  warmup, steps)
     if args.only:  # a worker of run_isolated: results to --results_out
       save_results(args.results_out, results, outputs)
@@ -825,8 +811,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                'float32 pass --precision=highest or --torch_tf32. The float32 peak is the '
                'non-tensor-core rate, so TF32 can exceed 100%']
              if dev.platform == 'gpu' else []),
-           '- training: 3 stage losses (Charbonnier + 0.05 x edge), fixed trust, Adam 2e-4; '
-           'PyTorch: the release\'s losses.py and torch.optim.Adam',
+           '- training: fcn_jax.train.train_step: 3 stage losses (Charbonnier + '
+           f'{config.loss.edge_weight} x edge), fixed trust, Adam '
+           f'{config.optimizer.learning_rate}; PyTorch: the release\'s losses.py and '
+           'torch.optim.Adam',
            '- FLOPs: XLA cost analysis of the compiled JAX call (2 per multiply-add); '
            'PyTorch TFLOP/s uses the same count. XLA memory: the executable\'s plan '
            '(arguments + outputs + temporaries); peak memory: device peak (JAX: of the '

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from configs import gopro
 from configs import tiny
 from fcn_jax import train
-from fcn_jax.models import compiler_options
+from fcn_jax.cpu import compiler_options
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 

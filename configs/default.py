@@ -5,6 +5,8 @@ Not a run by itself: use configs/gopro.py, gopro_release.py, demo.py or tiny.py.
 import ml_collections
 from ml_collections import config_dict
 
+from fcn_jax.models import presets
+
 GOPRO_TRAIN_IMAGES = 2103
 
 
@@ -12,10 +14,11 @@ def get_config() -> ml_collections.ConfigDict:
   """The base config."""
   config = ml_collections.ConfigDict()
 
-  # The FCN hyper-parameters (fcn_jax.models.FCN fields).
+  # The FCN hyper-parameters (fcn_jax.models.FCN fields). presets.FULL, the
+  # published model: n_feat, scale_unetfeats, scale_orsnetfeats, num_cab,
+  # kernel_size, reduction.
   config.model = ml_collections.ConfigDict(dict(
-      n_feat=96, scale_unetfeats=48, scale_orsnetfeats=32, num_cab=8,
-      kernel_size=3, reduction=4,
+      **presets.FULL,
       dtype='float32',        # 'bfloat16': mixed precision (fp32 params/optimizer)
       precision=config_dict.placeholder(str),  # None, 'high' or 'highest'
       remat=(),               # stages (0..3) to rematerialise, e.g. (1, 2, 3)

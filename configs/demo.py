@@ -10,11 +10,12 @@ summary (restored against blurry, PSNR and both SSIMs) and an image grid
   python main.py --config=configs/demo.py --workdir=runs/demo     # or: make demo
 """
 from configs import default
+from fcn_jax.models import presets
 
 
 def get_config():
   config = default.get_config()
-  config.model.update(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=1)
+  config.model.update(presets.DEMO)
   config.data_dir = 'runs/data'
   config.train_dataset = 'synthetic_blur/mild:train'
   config.eval_datasets = ('synthetic_blur/mild:test',)

@@ -7,11 +7,12 @@ photographs (built on first use, no download). The tests use it.
       --config.data_dir=/tmp/fcn_tiny_data
 """
 from configs import default
+from fcn_jax.models import presets
 
 
 def get_config():
   config = default.get_config()
-  config.model.update(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+  config.model.update(presets.TINY)
   config.data_dir = '/tmp/fcn_jax_tiny_data'
   config.train_dataset = 'synthetic_blur/tiny:train'
   config.eval_datasets = ('synthetic_blur/tiny:test',)

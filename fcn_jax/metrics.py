@@ -1,4 +1,4 @@
-"""Image-quality metrics (PSNR, SSIM) in XLA, and clu metric collections.
+"""Image-quality metrics (PSNR, SSIM) in XLA.
 
 The paper's table reports PSNR/SSIM computed by MATLAB on saved 8-bit PNGs,
 while most Python code bases report a per-channel SSIM. Both are provided,
@@ -41,18 +41,13 @@ gets recomputed per tap; results are the same on every backend.
 """
 
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from clu import metrics as clu_metrics
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    'psnr', 'ssim', 'image_metrics', 'EvalMetrics', 'TrainMetrics', 'extend',
-    'CONVENTIONS',
-]
+__all__ = ['psnr', 'ssim', 'image_metrics', 'CONVENTIONS']
 
 CONVENTIONS = ('matlab', 'per_channel')
 
@@ -297,76 +292,11 @@ def image_metrics(a: Any, b: Any, *, quantize: bool = True,
   than one `ssim` call. Arguments are as for `psnr` and `ssim`.
 
   Returns:
-    Dict of float32 arrays of shape `(N,)` (or `()`), keyed as `EvalMetrics`'
-    fields so it can be passed to `EvalMetrics.single_from_model_output`.
+    Dict of float32 arrays of shape `(N,)` (or `()`), keyed `psnr`,
+    `ssim_matlab` and `ssim_per_channel`.
   """
   x, y, single = _prepare(a, b, quantize, max_value)
   out = {'psnr': _psnr(x, y, max_db)}
   for conv, value in _ssim_means(x, y, CONVENTIONS).items():
     out[f'ssim_{conv}'] = value
   return {k: v[0] for k, v in out.items()} if single else out
-
-
-def extend(collection: type[clu_metrics.Collection],
-           **metrics: type[clu_metrics.Metric]) -> type[clu_metrics.Collection]:
-  """Returns a subclass of `collection` with additional metric fields.
-
-  clu 0.0.12's `Collection` only reads a class's own `__annotations__`, so
-  plain subclassing silently drops the parent's fields; use this instead:
-
-    MyTrainMetrics = metrics.extend(
-        TrainMetrics, loss_fft=clu_metrics.Average.from_output('loss_fft'))
-
-  Args:
-    collection: A `clu.metrics.Collection` dataclass (e.g. `TrainMetrics`).
-    **metrics: Field names and metric classes to add (or override).
-
-  Returns:
-    A new `flax.struct.dataclass` collection, keeping `collection`'s methods.
-  """
-  fields = {**collection.__annotations__, **metrics}
-  namespace = {'__annotations__': fields, '__module__': collection.__module__,
-               '__doc__': collection.__doc__}
-  return flax.struct.dataclass(
-      type(collection.__name__, (collection,), namespace))
-
-
-@flax.struct.dataclass
-class EvalMetrics(clu_metrics.Collection):
-  """Per-example averages of `psnr`, `ssim_matlab`, `ssim_per_channel`.
-
-  Build it from model outputs with a boolean per-example `mask` so padded
-  examples of the last batch do not count (clu's `Average` sums
-  `where(mask, value, 0)` and counts the `True` entries):
-
-    update = EvalMetrics.from_images(restored, sharp, mask=batch['mask'])
-    # or EvalMetrics.single_from_model_output(**image_metrics(...), mask=...)
-    totals = update if totals is None else totals.merge(update)
-    totals.compute()  # {'psnr': ..., 'ssim_matlab': ..., ...}
-  """
-
-  psnr: clu_metrics.Average.from_output('psnr')
-  ssim_matlab: clu_metrics.Average.from_output('ssim_matlab')
-  ssim_per_channel: clu_metrics.Average.from_output('ssim_per_channel')
-
-  @classmethod
-  def from_images(cls, restored: Any, sharp: Any, mask: Any | None = None,
-                  **kwargs: Any) -> 'EvalMetrics':
-    """Metrics of a `(N, H, W, C)` batch; `kwargs` go to `image_metrics`."""
-    outputs: Mapping[str, jax.Array] = image_metrics(restored, sharp, **kwargs)
-    if mask is not None:
-      outputs = {**outputs, 'mask': jnp.asarray(mask, bool)}
-    return cls.single_from_model_output(**outputs)
-
-
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-  """Averages of the scalar `loss` and the (per-example or batch) `psnr`.
-
-  In the train step: `TrainMetrics.single_from_model_output(loss=loss,
-  psnr=psnr(restored, sharp))`. Add loss terms with `extend(TrainMetrics,
-  loss_l1=clu_metrics.Average.from_output('loss_l1'), ...)`, not subclassing.
-  """
-
-  loss: clu_metrics.Average.from_output('loss')
-  psnr: clu_metrics.Average.from_output('psnr')

@@ -7,8 +7,6 @@ small and testable and import no TensorFlow: the input pipeline and clu's
 metric writers and periodic actions (which import TensorFlow) are imported only
 inside `train_and_evaluate` / `evaluate`.
 """
-from __future__ import annotations
-
 import functools
 import os
 import signal
@@ -32,13 +30,6 @@ from fcn_jax import metrics
 from fcn_jax.models import FCN, compiler_options, init_params
 
 STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
-
-TrainMetrics = metrics.extend(
-    metrics.TrainMetrics,
-    **{f'loss_{s}': clu_metrics.Average.from_output(f'loss_{s}') for s in STAGES},
-    **{f'trust_{s}': clu_metrics.LastValue.from_output(f'trust_{s}') for s in STAGES},
-    grad_norm=clu_metrics.Average.from_output('grad_norm'),
-    learning_rate=clu_metrics.LastValue.from_output('learning_rate'))
 
 
 class ConfigError(ValueError):
@@ -96,6 +87,26 @@ def create_train_state(rng: jax.Array, model: FCN, tx: optax.GradientTransformat
   params = {'net': init_params(model, rng), 'trust': initial_trust_logits(config)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params))
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  """What `train_step` reports, per stage in the order of STAGES.
+
+  Averages over the steps merged since the last log; the trust ratios and the
+  learning rate are those of the last step. (clu reads these annotations as
+  metric classes, so this module has no `from __future__ import annotations`.)
+  """
+  loss: clu_metrics.Average.from_output('loss')
+  psnr: clu_metrics.Average.from_output('psnr')
+  loss_final: clu_metrics.Average.from_output('loss_final')
+  loss_stage2: clu_metrics.Average.from_output('loss_stage2')
+  loss_stage1: clu_metrics.Average.from_output('loss_stage1')
+  trust_final: clu_metrics.LastValue.from_output('trust_final')
+  trust_stage2: clu_metrics.LastValue.from_output('trust_stage2')
+  trust_stage1: clu_metrics.LastValue.from_output('trust_stage1')
+  grad_norm: clu_metrics.Average.from_output('grad_norm')
+  learning_rate: clu_metrics.LastValue.from_output('learning_rate')
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,

@@ -5,8 +5,7 @@ import jax
 import pytest
 
 from fcn_jax.models import FCN, init_params
-
-TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+from fcn_jax.models.presets import TINY
 
 
 @pytest.fixture(scope='session')

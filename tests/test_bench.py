@@ -69,27 +69,36 @@ def test_smoke_run(tmp_path):
     assert diffs and max(diffs) < 1e-4, diffs
 
 
-def test_imports_need_no_tensorflow_clu_or_ml_collections():
+def test_imports_need_no_tensorflow():
   code = ("import sys\n"
-          "for m in ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections'):\n"
+          "for m in ('tensorflow', 'tensorflow_datasets'):\n"
           "  sys.modules[m] = None\n"
           f"sys.path.insert(0, {ROOT!r})\n"
           "import bench.throughput as t\n"
           "from fcn_jax import convert\n"
-          "assert t.model_config('configs/gopro.py')[1] == t.MODELS['full']\n"
-          "assert t.model_config('configs/tiny.py')[1] == t.MODELS['tiny']\n")
+          "_, config = t.bench_config('configs/gopro.py')\n"
+          "assert {k: config.model[k] for k in t.MODELS['full']} == t.MODELS['full']\n")
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                         text=True, timeout=120, check=False,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize('name', ['default', 'gopro', 'gopro_release', 'tiny'])
-def test_presets_match_configs(name):
+@pytest.mark.parametrize('name,preset', [('gopro_release', 'full'), ('demo', 'demo'),
+                                         ('tiny', 'tiny')])
+def test_configs_and_presets_give_the_trainers_config(name, preset):
   t = load_throughput()
-  _, fields = t.model_config(os.path.join(ROOT, 'configs', f'{name}.py'))
-  fields.pop('remat')
-  assert fields == t.MODELS[t._CONFIG_PRESET[name]]  # pylint: disable=protected-access
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  from_file, config = t.bench_config(path)
+  assert from_file == name and config.loss.trust == 'fixed'  # as the release
+  fields = t.model_fields(config)
+  assert fields.pop('remat') == ()
+  assert fields == t.MODELS[preset]
+  from_preset, config = t.bench_config(preset)
+  assert from_preset == preset and config.loss.trust == 'fixed'
+  assert t.model_fields(config) == dict(t.MODELS[preset], remat=())
+  with pytest.raises(ValueError, match='not one of'):
+    t.bench_config('no_such_preset')
 
 
 def test_helpers():

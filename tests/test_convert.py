@@ -7,7 +7,7 @@ import pytest
 
 from fcn_jax import checkpoint
 from fcn_jax import convert
-from tests.conftest import TINY
+from fcn_jax.models.presets import TINY
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +26,7 @@ def _equal_trees(a, b):
 
 
 def test_round_trip_is_exact(tiny_params, official_state_dict):
-  assert convert.infer_model_config(official_state_dict) == dict(TINY, kernel_size=3, reduction=4)
+  assert convert.infer_model_config(official_state_dict) == TINY
   _equal_trees(convert.torch_to_flax(official_state_dict), tiny_params)
   # The same keys without the DataParallel prefix.
   bare = {k.removeprefix('module.'): v for k, v in official_state_dict.items()}

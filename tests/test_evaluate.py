@@ -25,7 +25,7 @@ from fcn_jax import input_pipeline
 from fcn_jax import metrics
 from fcn_jax import train
 from fcn_jax.models import FCN, init_params
-from tests.conftest import TINY
+from fcn_jax.models.presets import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = 'synthetic_blur/tiny:test'

@@ -14,8 +14,8 @@ import skimage
 
 from fcn_jax import inference
 from fcn_jax.models import FCN, init_params
+from fcn_jax.models.presets import TINY
 
-TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 TRACES = collections.Counter()
 
 

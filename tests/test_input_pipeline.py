@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fcn_jax import input_pipeline as ip
+from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
 
 SHAPES = ((16, 24), (24, 16), (16, 24), (8, 8), (16, 24), (24, 16), (16, 24))
@@ -51,7 +52,7 @@ def data_dir(tmp_path_factory) -> str:
   photos.mkdir()
   coded.mkdir()
   for i in range(4):
-    Image.fromarray(sb.procedural_photo(np.random.default_rng(i), 40, 56)).save(
+    Image.fromarray(camera_shake.procedural_photo(np.random.default_rng(i), 40, 56)).save(
         photos / f'p{i}.png')
     Image.fromarray(_coded_photo(40, 56, 40 * i)).save(coded / f'c{i}.png')
   data = root / 'data'

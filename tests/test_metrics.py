@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,43 +273,3 @@ def test_invalid_arguments():
     metrics.psnr(x.astype(np.int32), x.astype(np.int32))
   # MATLAB's convention has no minimum size (replicate padding).
   assert float(metrics.ssim(x[:5, :7], x[:5, :7])) == pytest.approx(1.0)
-
-
-def test_eval_metrics_mask_excludes_padding():
-  sharp, degraded, _ = _pairs()
-  out = _batch_metrics()
-  # Batch of 3 real pairs and 1 padded (all-zero, identical) example.
-  restored = np.concatenate([degraded[:3], np.zeros_like(degraded[:1])])
-  target = np.concatenate([sharp[:3], np.zeros_like(sharp[:1])])
-  mask = np.array([True, True, True, False])
-  update = jax.jit(metrics.EvalMetrics.from_images)(restored, target, mask)
-  second = metrics.EvalMetrics.from_images(degraded[3:7], sharp[3:7])
-  computed = update.merge(second).compute()
-  assert set(computed) == {'psnr', 'ssim_matlab', 'ssim_per_channel'}
-  for key, value in computed.items():
-    np.testing.assert_allclose(value, out[key][:7].mean(), rtol=1e-6)
-  # Equivalent: per-example values plus the mask, through clu directly.
-  values = metrics.image_metrics(restored, target)
-  direct = metrics.EvalMetrics.single_from_model_output(**values, mask=mask)
-  np.testing.assert_allclose(direct.compute()['psnr'], out['psnr'][:3].mean(),
-                             rtol=1e-6)
-
-
-def test_train_metrics_and_extend():
-  collection = metrics.TrainMetrics.single_from_model_output(
-      loss=jnp.float32(0.5), psnr=jnp.array([30.0, 32.0]))
-  collection = collection.merge(metrics.TrainMetrics.single_from_model_output(
-      loss=jnp.float32(0.25), psnr=jnp.array([34.0])))
-  np.testing.assert_allclose(collection.compute()['loss'], 0.375)
-  np.testing.assert_allclose(collection.compute()['psnr'], 32.0)
-
-  extended = metrics.extend(
-      metrics.TrainMetrics,
-      loss_fft=clu_metrics.Average.from_output('loss_fft'))
-  assert issubclass(extended, metrics.TrainMetrics)
-  values = extended.single_from_model_output(
-      loss=jnp.float32(1.0), psnr=jnp.float32(28.0),
-      loss_fft=jnp.float32(0.1)).compute()
-  assert set(values) == {'loss', 'psnr', 'loss_fft'}
-  np.testing.assert_allclose(values['loss_fft'], 0.1)
-  assert set(extended.empty().compute()) == {'loss', 'psnr', 'loss_fft'}

@@ -16,8 +16,8 @@ from fcn_jax import checkpoint
 from fcn_jax import inference
 from fcn_jax import predict
 from fcn_jax.models import FCN, init_params
+from fcn_jax.models.presets import TINY
 
-TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -299,3 +299,23 @@ def test_paper_best_rule_and_resized_patches_in_a_run(data_dir, tmp_path,
   meta = best.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
   assert meta['meta']['metrics'] == {'psnr': 30.2, 'ssim_matlab': 0.91,
                                      'dataset': 'synthetic_blur/tiny:test'}
+
+
+def test_train_metrics_average_losses_and_keep_the_last_ratios():
+  def update(loss, trust, learning_rate):
+    return train.TrainMetrics.single_from_model_output(
+        loss=jax.numpy.float32(loss), psnr=jax.numpy.array([30.0, 32.0]),
+        grad_norm=jax.numpy.float32(2 * loss),
+        learning_rate=jax.numpy.float32(learning_rate),
+        **{f'loss_{s}': jax.numpy.float32(loss / 3) for s in train.STAGES},
+        **{f'trust_{s}': jax.numpy.float32(trust) for s in train.STAGES})
+
+  values = update(0.5, 0.9, 1e-3).merge(update(0.25, 0.7, 5e-4)).compute()
+  assert set(values) == {'loss', 'psnr', 'grad_norm', 'learning_rate',
+                         *(f'{k}_{s}' for k in ('loss', 'trust') for s in train.STAGES)}
+  np.testing.assert_allclose([values['loss'], values['psnr'], values['grad_norm']],
+                             [0.375, 31.0, 0.75])
+  np.testing.assert_allclose(values['learning_rate'], 5e-4)   # the last step's
+  for s in train.STAGES:
+    np.testing.assert_allclose(values[f'loss_{s}'], 0.125)
+    np.testing.assert_allclose(values[f'trust_{s}'], 0.7)
