@@ -1,19 +1,23 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
+# Two commands on a fresh machine: `make demo` and `make test`; `make lint`
+# checks the code style.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint demo bench clean
 
 DEV_STAMP := $(VENV)/.installed-dev
+LINT_STAMP := $(VENV)/.installed-lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): requirements.txt | $(VENV)/bin/python
+# The pinned requirements first, then this package (editable) on top of them.
+$(STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
 $(DEV_STAMP): requirements-dev.txt $(STAMP)
@@ -24,6 +28,15 @@ install: $(STAMP)
 
 test: $(DEV_STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests tfds_gopro
+
+# Only ruff, at its pin in requirements-dev.txt: linting needs nothing else.
+$(LINT_STAMP): requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet "$$(grep '^ruff==' requirements-dev.txt | cut -d' ' -f1)"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) main.py --config=configs/demo.py --workdir=runs/demo

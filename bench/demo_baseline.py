@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -25,15 +24,13 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import demo
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax import train
 from fcn_jax import input_pipeline
-# pylint: enable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class PlainCNN(nn.Module):

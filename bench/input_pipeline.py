@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from fcn_jax import input_pipeline as ip
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from fcn_jax import input_pipeline as ip
 from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 CONFIG = 'bench720'
 

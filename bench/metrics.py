@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
@@ -23,8 +22,6 @@ import numpy as np
 from scipy import ndimage
 from skimage import data, metrics as skmetrics, transform
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-# pylint: disable-next=g-import-not-at-top,wrong-import-position
 from fcn_jax import metrics
 
 

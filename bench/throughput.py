@@ -25,8 +25,10 @@ parameters, bfloat16 compute) against torch.autocast(dtype=torch.bfloat16);
 by default only on GPU/TPU (on CPU it is emulated and slow; ask with --dtypes).
 
 Imports no TensorFlow. The step and the config are the trainer's, so it needs
-clu and ml_collections (both pure Python: `pip install clu ml-collections` on
-an image that has JAX but not these).
+this project installed, and clu and ml_collections. On an image that has JAX
+but not these, from the repository root: `pip install --no-deps -e .` (offline,
+add --no-build-isolation: it then needs setuptools>=64 installed) and
+`pip install clu ml-collections` (both pure Python).
 
   python bench/throughput.py                                   # defaults
   python bench/throughput.py --torch_ref=/path/to/FCN --sizes=256 --steps=10
@@ -61,15 +63,13 @@ import jax
 import ml_collections
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default
 from fcn_jax import train
 from fcn_jax.cpu import compiler_options
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models import presets
-# pylint: enable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 MODELS = presets.PRESETS   # --config=NAME: configs/default.py with these widths
 # FCN's fields in config.model that the benchmark keeps; dtype and precision
@@ -354,7 +354,7 @@ def load_official(ref: str) -> tuple[type, types.ModuleType]:
   """The release's `Net` class and its losses module, imported from the checkout."""
   if 'matplotlib.pyplot' not in sys.modules:  # Net.py imports pyplot, never uses it
     try:
-      import matplotlib.pyplot  # pylint: disable=g-import-not-at-top,unused-import
+      import matplotlib.pyplot  # noqa: F401  pylint: disable=g-import-not-at-top
     except ImportError:
       mpl = types.ModuleType('matplotlib')
       mpl.pyplot = types.ModuleType('matplotlib.pyplot')

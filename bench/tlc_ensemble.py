@@ -25,12 +25,9 @@ from typing import Any, Callable, Optional
 import jax
 from jax.experimental import multihost_utils
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax import checkpoint
 from fcn_jax import evaluate as evaluation
 from fcn_jax import train
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 class _TimedStep:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import pathlib
 import platform
 import statistics
-import sys
 import time
 import warnings
 from typing import Optional, Sequence
@@ -27,14 +25,10 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import gopro
 from configs import tiny
 from fcn_jax import train
 from fcn_jax.cpu import compiler_options
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def _full128():

@@ -253,6 +253,11 @@ def main(argv):
   print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 (model {config["model"]})')
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `fcn-convert` command, the same as `python -m fcn_jax.convert`."""
   define_flags()
   app.run(main)
+
+
+if __name__ == '__main__':
+  cli()

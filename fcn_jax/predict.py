@@ -184,6 +184,11 @@ def main(argv):
     print(f'wrote {written[0]}')
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `fcn-predict` command, the same as `python -m fcn_jax.predict`."""
   define_flags()
   app.run(main)
+
+
+if __name__ == '__main__':
+  cli()

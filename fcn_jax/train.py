@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_metrics = None
       if eval_now:
         with report.timed('eval'):
-          summaries, triplets = [], []
+          summaries = []
           for spec in config.eval_datasets:
             summary, images = evaluation.evaluate_dataset(
                 spec, _data_dir(config), state.params['net'], model, mesh,

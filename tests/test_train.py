@@ -1,7 +1,6 @@
 """Training: the tiny config end to end, on 1 and 4 devices, exact resume after
 kill -9, learned trust ratios, NaN handling and the start-up checks."""
 import glob
-import json
 import os
 import signal
 import subprocess

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
-import sys
 
 from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
-if importlib.util.find_spec('tfds_gopro') is None:
-  # `tfds build tfds_gopro/gopro` imports this file as the top-level module
-  # `gopro.gopro_dataset_builder`, without the repository root on sys.path.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tfds_gopro import paired  # pylint: disable=g-import-not-at-top
+from tfds_gopro import paired
 
 _SPLITS = ('train', 'test')
 # Flattened copies name files `<scene>-<frame>.png`, e.g. GOPR0384_11_00-000001.

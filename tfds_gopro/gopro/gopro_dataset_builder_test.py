@@ -150,7 +150,7 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     manual_dir = _DUMMY / 'flat'
   else:
     # The repository root is then neither the cwd nor on the executable's
-    # sys.path: the builder must find `tfds_gopro` by itself.
+    # sys.path: `tfds_gopro` comes from the installed package (pip install -e).
     args, cwd = [str(_REPO / 'tfds_gopro' / 'gopro')], tmp_path
     configs, manual_dir = ['blur', 'blur_gamma'], _DUMMY / 'original'
   result = subprocess.run(

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
-if importlib.util.find_spec('tfds_gopro') is None:
-  # `tfds build tfds_gopro/hide` imports this file as the top-level module
-  # `hide.hide_dataset_builder`, without the repository root on sys.path.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tfds_gopro import paired  # pylint: disable=g-import-not-at-top
+from tfds_gopro import paired
 
 _TEST_GROUPS = ('test-close-ups', 'test-long-shot')
 

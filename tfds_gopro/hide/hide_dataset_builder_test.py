@@ -110,7 +110,7 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     ids = ['1fromGOPR1001', '1fromGOPR2001']
   else:
     # The repository root is then neither the cwd nor on the executable's
-    # sys.path: the builder must find `tfds_gopro` by itself.
+    # sys.path: `tfds_gopro` comes from the installed package (pip install -e).
     path, cwd, layout = str(_REPO / 'tfds_gopro' / 'hide'), tmp_path, 'original'
     ids = _TEST_IDS
   result = subprocess.run(

@@ -13,23 +13,13 @@ import dataclasses
 from typing import Any
 import zlib
 
-import importlib.util
-import pathlib
-import sys
-
 from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-if importlib.util.find_spec('tfds_gopro') is None:
-  # `tfds build tfds_gopro/synthetic_blur` imports this file without the
-  # repository root on sys.path.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-# pylint: disable=g-import-not-at-top
 from tfds_gopro import array_record_dataset
 from tfds_gopro.synthetic_blur import camera_shake
-# pylint: enable=g-import-not-at-top
 
 # Photographs bundled with scikit-image 0.26 (no download), by split. Synthetic
 # images (colorwheel, logo, ...), scans, and `clock` (already motion blurred)
