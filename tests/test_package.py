@@ -1,5 +1,8 @@
 """pyproject.toml: the installed package is this checkout, its dependencies
-agree with the pins, every package is listed, and the console commands run."""
+agree with the pins, every package is listed, the console commands run, and
+no module puts the repository on sys.path itself."""
+
+import glob
 import os
 import subprocess
 import sys
@@ -31,8 +34,10 @@ def _pins(path: str) -> dict[str, str]:
 
 def test_dependencies_are_the_pinned_packages():
   """The same names as requirements.txt; each pin meets pyproject's bound."""
-  deps = {canonicalize_name(r.name): r for r in
-          map(Requirement, _pyproject()['project']['dependencies'])}
+  deps = {
+    canonicalize_name(r.name): r
+    for r in map(Requirement, _pyproject()['project']['dependencies'])
+  }
   pins = _pins(os.path.join(ROOT, 'requirements.txt'))
   assert sorted(deps) == sorted(pins)
   for name, version in pins.items():
@@ -50,34 +55,54 @@ def test_every_package_is_listed():
 
 def test_installed_package_is_this_checkout(tmp_path):
   """Imported from elsewhere (as by `tfds build`), the packages are these."""
-  code = ('import importlib.util\n'
-          'for name in ("configs", "fcn_jax", "tfds_gopro"):\n'
-          '  spec = importlib.util.find_spec(name)\n'
-          '  print(*(spec.submodule_search_locations if spec else [None]))\n')
-  proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path,
-                        capture_output=True, text=True, timeout=60, check=False)
+  code = (
+    'import importlib.util\n'
+    'for name in ("configs", "fcn_jax", "tfds_gopro"):\n'
+    '  spec = importlib.util.find_spec(name)\n'
+    '  print(*(spec.submodule_search_locations if spec else [None]))\n'
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', code],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
-  expected = [os.path.join(ROOT, name)
-              for name in ('configs', 'fcn_jax', 'tfds_gopro')]
+  expected = [
+    os.path.join(ROOT, name) for name in ('configs', 'fcn_jax', 'tfds_gopro')
+  ]
   assert proc.stdout.split() == expected, (
-      f'{proc.stdout}: not this checkout; run `pip install -e .` in {ROOT}')
+    f'{proc.stdout}: not this checkout; run `pip install -e .` in {ROOT}'
+  )
 
 
 def test_console_commands(tmp_path):
   """fcn-predict and fcn-convert are the modules' command lines."""
   expected = {
-      'fcn-predict': 'error: --workdir, --input and --output are required',
-      'fcn-convert': 'error: --torch_checkpoint and --workdir are required',
+    'fcn-predict': 'error: --workdir, --input and --output are required',
+    'fcn-convert': 'error: --torch_checkpoint and --workdir are required',
   }
   assert _pyproject()['project']['scripts'] == {
-      'fcn-predict': 'fcn_jax.predict:cli', 'fcn-convert': 'fcn_jax.convert:cli'}
-  procs = {name: subprocess.Popen(
-      [os.path.join(BIN, name)], cwd=tmp_path, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu')) for name in expected}
+    'fcn-predict': 'fcn_jax.predict:cli',
+    'fcn-convert': 'fcn_jax.convert:cli',
+  }
+  procs = {
+    name: subprocess.Popen(
+      [os.path.join(BIN, name)],
+      cwd=tmp_path,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    )
+    for name in expected
+  }
   try:
-    stderr = {name: proc.communicate(timeout=120)[1]
-              for name, proc in procs.items()}
+    stderr = {
+      name: proc.communicate(timeout=120)[1] for name, proc in procs.items()
+    }
   finally:
     for proc in procs.values():
       if proc.poll() is None:
@@ -85,5 +110,18 @@ def test_console_commands(tmp_path):
         proc.wait()
   for name, proc in procs.items():
     assert proc.returncode == 1, (name, stderr[name][-2000:])
-    assert stderr[name].strip().splitlines()[-1] == expected[name], (
-        stderr[name][-2000:])
+    last_line = stderr[name].strip().splitlines()[-1]
+    assert last_line == expected[name], stderr[name][-2000:]
+
+
+def test_no_module_edits_sys_path():
+  """The installed package, not sys.path edits, makes the imports work."""
+  edits = []
+  for top in ('bench', 'configs', 'fcn_jax', 'tfds_gopro'):
+    pattern = os.path.join(ROOT, top, '**', '*.py')
+    for path in glob.glob(pattern, recursive=True):
+      with open(path) as f:
+        for number, line in enumerate(f, 1):
+          if line.lstrip().startswith(('sys.path.insert', 'sys.path.append')):
+            edits.append(f'{os.path.relpath(path, ROOT)}:{number}')
+  assert not edits, edits
