@@ -10,13 +10,13 @@ inside `train_and_evaluate` / `evaluate`.
 from __future__ import annotations
 
 import functools
-import os
 import signal
 from typing import Any, Optional, Sequence
 
 from absl import logging
 from clu import metrics as clu_metrics
 from clu import parameter_overview
+from etils import epath
 import flax
 from flax import traverse_util
 import jax
@@ -151,7 +151,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if any(s not in (0, 1, 2, 3) for s in config.model.remat):
     raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
   create_learning_rate_fn(config)
-  if config.init_from and not os.path.isdir(config.init_from):
+  if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
 
 
@@ -166,7 +166,7 @@ def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
 
 
 def _data_dir(config) -> Optional[str]:
-  return os.path.expanduser(config.data_dir) if config.data_dir else None
+  return str(epath.Path(config.data_dir).expanduser()) if config.data_dir else None
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -222,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
   prepare_datasets(config, (config.train_dataset, *config.eval_datasets))
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
 
@@ -321,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 spec, _data_dir(config), state.params['net'], model, mesh,
                 global_batch_size=config.eval_batch_size, step_fn=eval_step,
                 num_triplets=config.num_eval_images_logged,
-                out_dir=(os.path.join(workdir, 'eval')
+                out_dir=(epath.Path(workdir) / 'eval'
                          if step == config.num_train_steps else None))
             summaries.append(summary)
             name = spec.replace('/', '_').replace(':', '_')
@@ -386,7 +386,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     summary, _ = evaluation.evaluate_dataset(
         spec, _data_dir(config), params, model, mesh,
         global_batch_size=config.eval_batch_size, step_fn=step_fn,
-        out_dir=os.path.join(workdir, 'eval'), save_images=config.eval.save_images,
+        out_dir=epath.Path(workdir) / 'eval', save_images=config.eval.save_images,
         num_triplets=config.num_eval_images_logged)
     summaries.append(summary)
   if jax.process_index() == 0:
