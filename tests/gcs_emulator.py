@@ -233,10 +233,10 @@ class Emulator:
     deadline = time.monotonic() + self._startup_timeout
     while True:
       if self._process.poll() is not None:
-        raise RuntimeError(
-            f'fake-gcs-server exited with {self._process.returncode}: '
-            f'{self.server_log()}'
-        )
+        message = (f'fake-gcs-server exited with {self._process.returncode}: '
+                   f'{self.server_log()}')
+        self.stop()
+        raise RuntimeError(message)
       try:
         self._request('GET', '/storage/v1/b')
         return self

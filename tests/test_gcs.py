@@ -1,6 +1,6 @@
 """gs:// paths end to end, against a local Cloud Storage emulator.
 
-main.py and fcn_jax.predict run as subprocesses whose TensorStore (Orbax's
+main.py, fcn_jax.predict and fcn_jax.convert run as subprocesses whose TensorStore (Orbax's
 arrays), ArrayRecord reader (TFDS's data) and TensorFlow file system
 (etils.epath, TFDS, Orbax's directories, TensorBoard) all talk to
 fake-gcs-server (see gcs_emulator.py). They run in an empty local folder, which
@@ -18,13 +18,15 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import convert
 from tests import gcs_emulator
+from tests.conftest import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'fcn-test'
 GS = f'gs://{BUCKET}'
 EVAL_DIR = 'run/eval/synthetic_blur_tiny_test'
-TINY = os.path.join(ROOT, 'configs', 'tiny.py')
+TINY_CONFIG = os.path.join(ROOT, 'configs', 'tiny.py')
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +69,7 @@ def run(gcs, tmp_path_factory):
 def train(run, *args):
   return run(
       os.path.join(ROOT, 'main.py'),
-      f'--config={TINY}',
+      f'--config={TINY_CONFIG}',
       f'--workdir={GS}/run',
       f'--config.data_dir={GS}/data',
       '--config.checkpoint_every_steps=2',
@@ -149,7 +151,7 @@ def test_predict_and_evaluate_on_gs(gcs, trained, run):
   # --mode=eval: summary, per-image scores and every restored image.
   log = run(
       os.path.join(ROOT, 'main.py'),
-      f'--config={TINY}',
+      f'--config={TINY_CONFIG}',
       f'--workdir={GS}/run',
       f'--config.data_dir={GS}/data',
       '--mode=eval',
@@ -161,3 +163,20 @@ def test_predict_and_evaluate_on_gs(gcs, trained, run):
   ]  # (folders are empty objects on GCS)
   assert len(images) == 6 and all(n.endswith('.png') for n in images)
   assert not [n for n in gcs.list(BUCKET) if n.endswith('.tmp')]
+
+
+def test_convert_to_gs(gcs, run, tiny_params, tmp_path):
+  torch = pytest.importorskip('torch')
+  state_dict = convert.flax_to_torch(tiny_params, TINY['num_cab'])
+  pth = tmp_path / 'model_best.pth'
+  torch.save(
+      {'state_dict': {k: torch.from_numpy(np.array(v))
+                      for k, v in state_dict.items()}},
+      pth,
+  )
+  log = run('-m', 'fcn_jax.convert', f'--torch_checkpoint={pth}',
+            f'--workdir={GS}/converted')
+  assert f'wrote {GS}/converted/checkpoints/0' in log
+  names = gcs.list(BUCKET, 'converted/')
+  assert 'converted/checkpoints/0/commit_success.txt' in names
+  assert any(n.startswith('converted/checkpoints/0/params/') for n in names)
