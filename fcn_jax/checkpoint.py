@@ -14,10 +14,10 @@ so prediction, evaluation and fine-tuning rebuild the model from DIR alone.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -40,8 +40,13 @@ def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), kind),
-                               options=options)
+  return ocp.CheckpointManager(absolute(workdir) / kind, options=options)
+
+
+def absolute(path: epath.PathLike) -> epath.Path:
+  """`path` as an absolute epath.Path (gs:// and other URIs are already)."""
+  path = epath.Path(path)
+  return path if path.is_absolute() else path.absolute()
 
 
 def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
@@ -63,7 +68,7 @@ def find(workdir: str) -> tuple[str, int]:
     FileNotFoundError: naming `workdir` when it holds no checkpoint.
   """
   for kind in (BEST, LATEST):
-    if os.path.isdir(os.path.join(workdir, kind)):
+    if (epath.Path(workdir) / kind).is_dir():
       step = make_manager(workdir, kind, read_only=True).latest_step()
       if step is not None:
         return kind, step

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import numpy as np
 
@@ -227,7 +228,7 @@ def convert_file(torch_checkpoint: str, workdir: str) -> dict:
   """Converts `torch_checkpoint` into DIR/checkpoints/0; returns the config written."""
   if not os.path.isfile(torch_checkpoint):
     raise ConversionError(f'{torch_checkpoint}: no such file')
-  if os.path.isdir(os.path.join(workdir, checkpoint.LATEST)) and (
+  if (epath.Path(workdir) / checkpoint.LATEST).is_dir() and (
       checkpoint.make_manager(workdir, read_only=True).latest_step() is not None):
     raise ConversionError(f'{workdir} already holds a checkpoint; choose an empty --workdir')
   state_dict, extra = load_torch_state_dict(torch_checkpoint)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import os
 import secrets
 from typing import Any, Optional
 
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -287,7 +289,7 @@ def to_uint8(image: ArrayLike) -> np.ndarray:
   return np.rint(image * np.float32(255)).astype(np.uint8)
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: epath.PathLike) -> np.ndarray:
   """An image file as HxWx3 float32 in [0, 1], in the orientation it displays in.
 
   Any mode Pillow reads: 16-bit grayscale ('I;16'; also 'I', as older Pillows
@@ -296,7 +298,7 @@ def read_image(path: str) -> np.ndarray:
   which drops alpha. The EXIF orientation of photos is applied. (Pillow reads
   16-bit RGB PNGs as 8-bit RGB.)
   """
-  with Image.open(path) as im:
+  with epath.Path(path).open('rb') as f, Image.open(f) as im:
     im = ImageOps.exif_transpose(im)
     if im.mode in SIXTEEN_BIT_MODES:
       return to_float_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))[0]
@@ -305,25 +307,25 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(im.convert('RGB'), np.float32) / np.float32(255)
 
 
-def write_png(path: str, image: np.ndarray) -> None:
+def write_png(path: epath.PathLike, image: np.ndarray) -> None:
   """Writes a uint8 HxWx3 image as an RGB PNG, atomically.
 
   The PNG goes to a hidden temporary file beside `path` that replaces `path`
-  once complete, so an interrupted write never leaves a truncated image.
+  once complete, so an interrupted write never leaves a truncated image
+  (`path` may be any etils.epath path, e.g. gs://).
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(directory,
-                     f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  path = epath.Path(path)
+  tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
   try:
-    with os.fdopen(fd, 'wb') as f:
+    with tmp.open('wb') as f:
       Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(f, format='PNG')
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+      if isinstance(f, io.IOBase):  # a local file: on disk before the rename
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
   except BaseException:
     with contextlib.suppress(OSError):
-      os.remove(tmp)
+      tmp.unlink(missing_ok=True)
     raise
 
 

@@ -4,7 +4,8 @@ r"""Deblurs an image, or every image of a folder, with a trained FCN.
   python -m fcn_jax.predict --workdir=DIR --input=blurry/ --output=sharp/ \
       [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256]
 
-DIR is a training or conversion workdir (its best checkpoint, else its latest).
+DIR is a training or conversion workdir (its best checkpoint, else its latest);
+DIR, inputs and outputs may be gs:// (any etils.epath) paths.
 Outputs are RGB 8-bit PNGs of the input's size (as displayed: the EXIF
 orientation of photos is applied); a folder's outputs keep the inputs' stems
 and a folder's inputs are all its non-hidden files, each of which must be an
@@ -22,6 +23,7 @@ from typing import Optional
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 from PIL import Image
 import tqdm
 
@@ -60,13 +62,22 @@ def _is_png_path(path: str) -> bool:
 
 def _check_image(path: str) -> None:
   try:
-    with Image.open(path) as im:
+    with epath.Path(path).open('rb') as f, Image.open(f) as im:
       im.verify()
   except Image.UnidentifiedImageError:
     raise PredictError(f'{path}: not an image file') from None
   except Exception as e:  # pylint: disable=broad-except
     raise PredictError(f'{path}: cannot read as an image ({type(e).__name__}: '
                        f'{e})') from None
+
+
+def _file_key(path: str):
+  """What identifies an existing file: (device, inode) on a local disk (so
+  links count), its URI elsewhere (gs://...)."""
+  if '://' in path:
+    return path
+  st = os.stat(path)
+  return st.st_dev, st.st_ino
 
 
 def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
@@ -78,22 +89,21 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
   Raises:
     PredictError: naming the first offending path.
   """
-  if not os.path.exists(input_path):
+  src, out = epath.Path(input_path), epath.Path(output_path)
+  if not src.exists():
     raise PredictError(f'{input_path}: no such file or directory')
-  if os.path.isdir(input_path):
-    if os.path.exists(output_path) and not os.path.isdir(output_path):
+  if src.is_dir():
+    if out.exists() and not out.is_dir():
       raise PredictError(f'{output_path}: not a folder (the input is a folder)')
-    names = sorted(n for n in os.listdir(input_path) if not n.startswith('.')
-                   and os.path.isfile(os.path.join(input_path, n)))
-    if not names:
+    files = sorted((p for p in src.iterdir()
+                    if not p.name.startswith('.') and p.is_file()),
+                   key=lambda p: p.name)
+    if not files:
       raise PredictError(f'{input_path}: no files to deblur')
-    pairs = [(os.path.join(input_path, n),
-              os.path.join(output_path, os.path.splitext(n)[0] + '.png'))
-             for n in names]
+    pairs = [(str(p), str(out / f'{p.stem}.png')) for p in files]
   else:
-    if os.path.isdir(output_path) or output_path.endswith(os.sep):
-      stem = os.path.splitext(os.path.basename(input_path))[0]
-      output = os.path.join(output_path, stem + '.png')
+    if out.is_dir() or output_path.endswith('/'):
+      output = str(out / f'{src.stem}.png')
     elif _is_png_path(output_path):
       output = output_path
     else:
@@ -105,13 +115,12 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
     if dst in seen:
       raise PredictError(f'{src}: has the same output name as {seen[dst]} ({dst})')
     seen[dst] = src
-  inputs = {(st.st_dev, st.st_ino) for st in (os.stat(src) for src, _ in pairs)}
+  inputs = {_file_key(src) for src, _ in pairs}
   for src, dst in pairs:
-    if os.path.exists(dst):
-      st = os.stat(dst)
-      if (st.st_dev, st.st_ino) in inputs:
+    if epath.Path(dst).exists():
+      if _file_key(dst) in inputs:
         raise PredictError(f'{dst}: is an input; refusing to overwrite it')
-      if os.path.isdir(dst):
+      if epath.Path(dst).is_dir():
         raise PredictError(f'{dst}: is a folder')
   for src, _ in pairs:
     _check_image(src)
@@ -142,9 +151,9 @@ def run(workdir: str, input_path: str, output_path: str, *,
   pairs = plan(input_path, output_path)
   deblurrer = inference.load(workdir, ensemble=ensemble, tile=tile,
                              overlap=overlap, tlc_train_size=tlc_train_size)
-  for directory in sorted({os.path.dirname(os.path.abspath(d)) for _, d in pairs}):
-    os.makedirs(directory, exist_ok=True)
-  folder = os.path.isdir(input_path)
+  for directory in sorted({str(epath.Path(d).parent) for _, d in pairs}):
+    epath.Path(directory).mkdir(parents=True, exist_ok=True)
+  folder = epath.Path(input_path).is_dir()
   written = []
   for src, dst in tqdm.tqdm(pairs, unit='image', disable=not (progress and folder)):
     try:
@@ -180,7 +189,7 @@ def main(argv):
                   overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size)
   except PredictError as e:
     sys.exit(f'error: {e}')
-  if not os.path.isdir(FLAGS.input):
+  if not epath.Path(FLAGS.input).is_dir():
     print(f'wrote {written[0]}')
 
 
