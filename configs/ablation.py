@@ -1,4 +1,4 @@
-r"""The ablations of the paper's Table 2, on the paper's recipe (configs/gopro.py).
+r"""The paper's Table 2 ablations, on the paper's recipe (configs/gopro.py).
 
 One row per run: the number of stages (1-4) and the module removed (pb, efem,
 msam, rim; or none):

@@ -157,8 +157,9 @@ def warm_start(params: dict, workdir: str,
     for path, value in theirs.items():
       if tuple(value.shape) != tuple(ours[path].shape):
         raise IncompatibleCheckpointError(
-            f'init_from {workdir}: parameter {path} has shape {tuple(value.shape)} '
-            f'in the checkpoint, {tuple(ours[path].shape)} in this model')
+            f'init_from {workdir}: parameter {path} has shape '
+            f'{tuple(value.shape)} in the checkpoint, '
+            f'{tuple(ours[path].shape)} in this model')
     out[name] = restored[name]
     loaded.append(name)
   logging.info('Initialised from %s: %d modules loaded (%s); %d new, freshly '

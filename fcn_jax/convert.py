@@ -138,11 +138,12 @@ def architecture(state_dict: Mapping[str, Any]) -> str:
   rest fits is checked key by key by `torch_to_flax`.
   """
   keys = [k.removeprefix('module.') for k in state_dict]
-  return 'fcn' if any(k.startswith(FCN_ONLY_PREFIXES) for k in keys) else 'mprnet'
+  fcn = any(k.startswith(FCN_ONLY_PREFIXES) for k in keys)
+  return 'fcn' if fcn else 'mprnet'
 
 
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict:
-  """The FCN fields of an FCN or MPRNet state_dict, read off its keys and shapes.
+  """The FCN fields of an FCN or MPRNet state_dict, read off keys and shapes.
 
   For MPRNet they include use_pb=False, use_efem=False.
   """
@@ -160,7 +161,8 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict:
   num_cab = sum(1 for k in sd if re.fullmatch(r'stage3_orsnet\.orb1\.body\.\d+\.CA\.conv_du\.0\.weight', k))
   fields = dict(n_feat=n_feat, scale_unetfeats=int(down[0]) - n_feat,
                 scale_orsnetfeats=int(concat23[0]) - n_feat, num_cab=num_cab,
-                kernel_size=int(shallow[-1]), reduction=n_feat // int(squeeze[0]))
+                kernel_size=int(shallow[-1]),
+                reduction=n_feat // int(squeeze[0]))
   if kind == 'mprnet':
     fields.update(use_pb=False, use_efem=False)
   return fields
@@ -283,7 +285,8 @@ def main(argv):
   except ConversionError as e:
     sys.exit(f'error: {e}')
   kind = 'MPRNet' if config['model'].get('use_pb') is False else 'FCN'
-  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 ({kind}: model {config["model"]})')
+  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 '
+        f'({kind}: model {config["model"]})')
 
 
 if __name__ == '__main__':

@@ -27,7 +27,8 @@ MPRNET_PARAMETERS = 20_127_073  # MPRNet's deblurring network (reference facts)
 def _sizes(model: FCN, shape=(1, 16, 16, 3)):
   """({top-level module: parameter count}, output shapes) via jax.eval_shape."""
   outputs, variables = jax.eval_shape(
-      model.init_with_output, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+      model.init_with_output, jax.random.key(0),
+      jax.ShapeDtypeStruct(shape, jnp.float32))
   sizes = {name: sum(int(np.prod(l.shape)) for l in jax.tree.leaves(tree))
            for name, tree in variables['params'].items()}
   return sizes, [o.shape for o in outputs]
@@ -76,13 +77,14 @@ def test_sizes_of_the_full_model_and_of_mprnet():
 
 def _shared_params(model: FCN, full_params: dict) -> dict:
   """Parameters of `model` taken from a full model's (heads: SAM's conv2)."""
-  shapes = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  shapes = jax.eval_shape(functools.partial(init_params, model),
+                          jax.random.key(0))
   out = {}
   for name, tree in shapes.items():
     if name.startswith('head'):
       out[name] = full_params[f'msam{name[4:]}']['conv2']
     else:  # same names, fewer convolutions where a neighbour stage is gone
-      out[name] = jax.tree.map(lambda s, p: p, tree, _prune(full_params[name], tree))
+      out[name] = _prune(full_params[name], tree)
   return out
 
 
@@ -109,7 +111,8 @@ def test_each_switch_changes_the_output(stages, without):
   full_model = FCN(**TINY, stages=stages)
   params = _full_tiny(stages)
   model = checkpoint.model_from_config(
-      ablation.get_config(f'stages={stages},without={without}').to_dict(), **TINY)
+      ablation.get_config(f'stages={stages},without={without}').to_dict(),
+      **TINY)
   ours = jitted_apply(model)({'params': _shared_params(model, params)}, x)
   full = jitted_apply(full_model)({'params': params}, x)
   assert np.abs(np.asarray(ours[0]) - np.asarray(full[0])).max() > 1e-4
@@ -134,24 +137,28 @@ def test_a_missing_stage_gives_no_gradient():
   model = FCN(**TINY, stages=1)
   params = jax.jit(functools.partial(init_params, model))(jax.random.key(0))
   rng = np.random.default_rng(2)
-  blur, sharp = (jnp.asarray(rng.random((1, 16, 16, 3)), jnp.float32) for _ in range(2))
+  blur, sharp = (jnp.asarray(rng.random((1, 16, 16, 3)), jnp.float32)
+                 for _ in range(2))
 
   def stage1_loss(p):
     return losses.stage_losses(model.apply({'params': p}, blur), sharp)[2]
 
   value, grads = jax.jit(jax.value_and_grad(stage1_loss))(params)
-  np.testing.assert_allclose(value, losses.stage_losses([blur], sharp)[0], rtol=1e-6)
+  np.testing.assert_allclose(value, losses.stage_losses([blur], sharp)[0],
+                             rtol=1e-6)
   assert all(not np.asarray(g).any() for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize('stages,without', [(3, 'msam'), (2, 'efem'), (1, 'rim')])
+@pytest.mark.parametrize('stages,without',
+                         [(3, 'msam'), (2, 'efem'), (1, 'rim')])
 def test_train_steps_at_reduced_width(stages, without):
   config = tiny.get_config()    # reduced widths (TINY)
   config.model.update(stages=stages, **ablation.REMOVE[without])
   train.check_config(config, 1)
   model = train.create_model(config)
   tx = train.create_optimizer(config)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(jax.random.key(0))
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
+      jax.random.key(0))
   step = jax.jit(functools.partial(
       train.train_step, model=model, tx=tx, config=config,
       learning_rate_fn=train.create_learning_rate_fn(config)))
@@ -174,7 +181,8 @@ def test_switches_that_do_not_fit_are_rejected():
     FCN(**TINY, stages=5).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
   config = tiny.get_config()
   config.model.use_pb = False
-  with pytest.raises(train.ConfigError, match='config.model: FCN.use_efem=True needs'):
+  with pytest.raises(train.ConfigError,
+                     match='config.model: FCN.use_efem=True needs'):
     train.check_config(config, 1)
 
 
@@ -201,10 +209,13 @@ def test_bad_ablation_arguments_name_the_value(arg, match):
 
 def test_main_rejects_a_bad_row_in_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/ablation.py:stages=3,without=sam',
-       f'--workdir={tmp_path}/w'], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
-      capture_output=True, text=True, timeout=300)
+      [sys.executable, 'main.py',
+       '--config=configs/ablation.py:stages=3,without=sam',
+       f'--workdir={tmp_path}/w'], cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+      text=True, timeout=300)
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines() == [
-      "error: configs/ablation.py: without='sam': use one of none, pb, efem, msam, rim"]
+      "error: configs/ablation.py: without='sam': use one of none, pb, efem, "
+      'msam, rim']
   assert not os.path.exists(tmp_path / 'w')

@@ -123,8 +123,8 @@ def mprnet_state_dict(mprnet_params):
           convert.flax_to_torch(mprnet_params, TINY['num_cab']).items()}
 
 
-def test_mprnet_recognised_and_round_trip_exact(mprnet_params, mprnet_state_dict,
-                                                official_state_dict):
+def test_mprnet_recognised_and_round_trip_exact(
+    mprnet_params, mprnet_state_dict, official_state_dict):
   assert convert.architecture(mprnet_state_dict) == 'mprnet'
   assert convert.architecture(official_state_dict) == 'fcn'
   assert convert.infer_model_config(mprnet_state_dict) == dict(
@@ -138,15 +138,18 @@ def test_mprnet_recognised_and_round_trip_exact(mprnet_params, mprnet_state_dict
           'shallow_feat1.1.body.1.weight', 'concat12.weight'} <= keys
   assert not any(k.startswith(convert.FCN_ONLY_PREFIXES) for k in keys)
   fcn_keys = {k.removeprefix('module.') for k in official_state_dict}
-  assert keys == {k for k in fcn_keys if not k.startswith(convert.FCN_ONLY_PREFIXES)}
+  assert keys == {k for k in fcn_keys
+                  if not k.startswith(convert.FCN_ONLY_PREFIXES)}
 
 
 @pytest.mark.parametrize('edit,match', [
-    (lambda sd: sd.pop('module.sam23.conv3.weight'), r'missing key in the state_dict: sam23.conv3.weight$'),
+    (lambda sd: sd.pop('module.sam23.conv3.weight'),
+     r'missing key in the state_dict: sam23.conv3.weight$'),
     (lambda sd: sd.__setitem__('module.stage4.weight', np.zeros(1)),
      r'unexpected key in the state_dict: stage4.weight$'),
-    (lambda sd: sd.__setitem__('module.attention_up.weight', np.zeros((8, 4, 1, 1))),
-     r'missing key in the state_dict: shallow_feat0\.'),   # half an FCN
+    (lambda sd: sd.__setitem__('module.attention_up.weight',   # half an FCN
+                               np.zeros((8, 4, 1, 1))),
+     r'missing key in the state_dict: shallow_feat0\.'),
     (lambda sd: sd.pop('module.shallow_feat1.0.weight'),
      r'not an FCN or MPRNet state_dict: missing key shallow_feat1.0.weight$'),
 ])
@@ -164,7 +167,8 @@ def test_neither_fcn_nor_mprnet_is_one_line():
     convert.torch_to_flax({'conv1.weight': np.zeros((8, 3, 3, 3))})
 
 
-def test_convert_mprnet_file_then_predict(tmp_path, mprnet_params, mprnet_state_dict):
+def test_convert_mprnet_file_then_predict(tmp_path, mprnet_params,
+                                          mprnet_state_dict):
   torch = pytest.importorskip('torch')
   pth = tmp_path / 'model_deblurring.pth'
   torch.save({'state_dict': {k: torch.from_numpy(np.array(v))
@@ -173,12 +177,14 @@ def test_convert_mprnet_file_then_predict(tmp_path, mprnet_params, mprnet_state_
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-m', 'fcn_jax.convert',
                         f'--torch_checkpoint={pth}', f'--workdir={workdir}'],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'MPRNet' in out.stdout
   params, config = checkpoint.load_params(str(workdir))
   _equal_trees(params, mprnet_params)
-  assert config['model']['use_pb'] is False and config['model']['use_efem'] is False
+  assert config['model']['use_pb'] is False
+  assert config['model']['use_efem'] is False
   model = checkpoint.model_from_config(config)
   image = (np.random.default_rng(0).random((20, 28, 3)) * 255).astype(np.uint8)
   import fcn_jax  # pylint: disable=g-import-not-at-top

@@ -57,9 +57,11 @@ def converted(tmp_path_factory):
 def test_recognised_as_mprnet(converted):
   net, workdir, config = converted
   assert convert.architecture(net.state_dict()) == 'mprnet'
-  assert config['model']['use_pb'] is False and config['model']['use_efem'] is False
+  assert config['model']['use_pb'] is False
+  assert config['model']['use_efem'] is False
   model = checkpoint.model_from_config(checkpoint.read_config(workdir))
-  assert (model.use_pb, model.use_efem, model.n_feat, model.num_cab) == (False, False, 96, 8)
+  assert (model.use_pb, model.use_efem) == (False, False)
+  assert (model.n_feat, model.num_cab) == (96, 8)
 
 
 @pytest.mark.parametrize('height,width', [(64, 64), (48, 80)])
@@ -67,7 +69,8 @@ def test_mprnet_outputs_match(converted, height, width):
   net, workdir, _ = converted
   x = np.random.default_rng(0).random((1, 3, height, width), np.float32)
   with torch.no_grad():
-    expected = [o.numpy().transpose(0, 2, 3, 1) for o in net(torch.from_numpy(x))]
+    expected = [o.numpy().transpose(0, 2, 3, 1)
+                for o in net(torch.from_numpy(x))]
   params, config = checkpoint.load_params(workdir)
   model = checkpoint.model_from_config(config, precision='highest')
   outputs = jax.jit(model.apply)({'params': params}, x.transpose(0, 2, 3, 1))
@@ -78,11 +81,11 @@ def test_mprnet_outputs_match(converted, height, width):
 
 
 def test_same_png_as_mprnet_test_script(tmp_path):
-  """MPRNet's test.py path (clamp to [0, 1], img_as_ubyte) against fcn_jax.load."""
+  """MPRNet's test.py path (clamp, img_as_ubyte) against fcn_jax.load."""
   import fcn_jax  # pylint: disable=g-import-not-at-top
   from skimage import img_as_ubyte  # pylint: disable=g-import-not-at-top
   net = random_mprnet(1)
-  with torch.no_grad():  # keep outputs inside [0, 1] so the PNG is not all clipped
+  with torch.no_grad():  # keep outputs inside [0, 1]: a PNG not all clipped
     net.tail.weight.mul_(0.01)
   pth = tmp_path / 'model_deblurring.pth'
   torch.save({'state_dict': net.state_dict()}, pth)  # keys without 'module.'
@@ -90,7 +93,8 @@ def test_same_png_as_mprnet_test_script(tmp_path):
   image = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
   x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
   with torch.no_grad():
-    theirs = img_as_ubyte(torch.clamp(net(x)[0], 0, 1)[0].permute(1, 2, 0).numpy())
+    restored = torch.clamp(net(x)[0], 0, 1)[0].permute(1, 2, 0).numpy()
+  theirs = img_as_ubyte(restored)
   ours = fcn_jax.load(str(tmp_path / 'run'))(image)  # as predict does
   assert ours.dtype == np.uint8 and ours.shape == theirs.shape
   diff = np.abs(ours.astype(int) - theirs.astype(int))

@@ -159,8 +159,9 @@ class FCN(nn.Module):
     if self.stages not in KEPT_STAGES:
       raise ValueError(f'FCN.stages={self.stages!r}: use 1, 2, 3 or 4')
     if self.use_efem and not self.use_pb:
-      raise ValueError('FCN.use_efem=True needs use_pb=True: the query-key gate '
-                       "acts on the processing block's map; set both False")
+      raise ValueError('FCN.use_efem=True needs use_pb=True: the query-key '
+                       "gate acts on the processing block's map; set both "
+                       'False')
     return tuple(s for s in KEPT_STAGES[self.stages] if s or self.use_pb)
 
   def _block(self, cls, stage: int):
@@ -211,11 +212,13 @@ class FCN(nn.Module):
     if 1 in kept:
       quarters = split_cols(halves, 2)              # (4N, H/2, W/2)
       y = ShallowFeatures(cfg, nf, name='shallow_feat1')(quarters, alpha)
-      enc1 = self._block(Encoder, 1)(cfg, nf, su, name='stage1_encoder')(y, alpha)
+      enc1 = self._block(Encoder, 1)(
+          cfg, nf, su, name='stage1_encoder')(y, alpha)
       enc1 = [merge_cols(e, 2) for e in enc1]       # (2N, ...): top, bottom
       if 0 in kept:
         enc1[0] = add_stage0(enc1[0])
-      dec1 = self._block(Decoder, 1)(cfg, nf, su, name='stage1_decoder')(enc1, alpha)
+      dec1 = self._block(Decoder, 1)(
+          cfg, nf, su, name='stage1_decoder')(enc1, alpha)
       feats, img = attend('12', dec1[0], halves)
       stage1_img = merge_rows(img, 2)
 
@@ -226,11 +229,13 @@ class FCN(nn.Module):
         y = conv(cfg, nf, self.kernel_size, name='concat12')(
             jnp.concatenate([y, feats], axis=-1))
       enc2 = self._block(Encoder, 2)(
-          cfg, nf, su, csff=1 in kept, name='stage2_encoder')(y, alpha, enc1, dec1)
+          cfg, nf, su, csff=1 in kept, name='stage2_encoder')(
+              y, alpha, enc1, dec1)
       if 0 in kept and 1 not in kept:
         enc2[0] = add_stage0(enc2[0])
       enc2 = [merge_rows(e, 2) for e in enc2]       # (N, ...): whole images
-      dec2 = self._block(Decoder, 2)(cfg, nf, su, name='stage2_decoder')(enc2, alpha)
+      dec2 = self._block(Decoder, 2)(
+          cfg, nf, su, name='stage2_decoder')(enc2, alpha)
       feats, stage2_img = attend('23', dec2[0], x)
 
     # Stage 3: the whole image and the raw information mechanism.
@@ -239,7 +244,8 @@ class FCN(nn.Module):
       y = merge_rows(add_stage0(split_rows(y, 2)), 2)
     if 2 in kept:
       y = jnp.concatenate([y, feats], axis=-1)
-    y = conv(cfg, nf + self.scale_orsnetfeats, self.kernel_size, name='concat23')(y)
+    y = conv(cfg, nf + self.scale_orsnetfeats, self.kernel_size,
+             name='concat23')(y)
     if self.use_rim:
       y = self._block(RawInformationMechanism, 3)(
           cfg, nf, self.scale_orsnetfeats, su, self.num_cab,
