@@ -19,7 +19,11 @@ its blocks once; every per-image statistic (channel attention, LayerNorm) is
 per batch entry, which makes the folding exact.
 
 Ablation switches (paper Table 2; the defaults are the full model). Our
-mapping onto the release's modules, which the paper does not spell out:
+mapping onto the release's modules, which the paper does not spell out; each
+paper description fits one release module (PB, Fig. 3a: a conv and SELU
+blocks; EFEM, Fig. 4a: LayerNorm and 1x1 convs n -> n/2 -> n; MSAM, Fig. 4b:
+a stage image and features for the next stage, i.e. SAM; RIM, sec. 3.5: the
+last module of stage 3, fed with stage 2's U-Net outputs, i.e. ORSNet):
   use_pb     processing block PB = `processing_block` (official: shallow_feat0)
              with its two additions into the first encoder level of the first
              U-Net stage. PB is the only thing stage 0 does, so without it stage
