@@ -171,6 +171,10 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
   if any(s not in (0, 1, 2, 3) for s in config.model.remat):
     raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
+  try:
+    create_model(config).kept_stages()  # the ablation switches fit together
+  except ValueError as e:
+    raise ConfigError(f'config.model: {e}') from None
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
@@ -284,11 +288,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = jax.jit(lambda r: create_train_state(r, model, tx, config),
                     out_shardings=state_sharding)(rng)
     if config.init_from:
-      params, _ = checkpoint.load_params(config.init_from, sharding=replicated)
+      try:  # the modules it shares with this model; logs loaded and new ones
+        params, _, _ = checkpoint.warm_start(
+            state.params['net'], config.init_from, sharding=replicated)
+      except checkpoint.IncompatibleCheckpointError as e:
+        raise ConfigError(str(e)) from None
       state = state.replace(params=dict(state.params, net=params))
       state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
           state.params))
-      logging.info('Initialised the network from %s', config.init_from)
   start_step = int(state.step)
   best_metrics = None
   if best.latest_step() is not None:

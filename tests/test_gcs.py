@@ -20,7 +20,7 @@ import pytest
 
 from fcn_jax import convert
 from tests import gcs_emulator
-from tests.conftest import TINY
+from fcn_jax.models.presets import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'fcn-test'
