@@ -11,9 +11,11 @@ orientation of photos is applied); a folder's outputs keep the inputs' stems
 and a folder's inputs are all its non-hidden files, each of which must be an
 image. Every input is opened before anything is written, and each PNG
 is written to a temporary file that then replaces the output, so an error
-leaves earlier outputs complete and never touches an input. Images are padded
-to a multiple of --bucket (default 128) and cropped back: each distinct padded
-size compiles once (--verbose prints each compilation and the totals).
+leaves earlier outputs complete and never touches an input. Images are
+reflect-padded to a multiple of --bucket (default 8, as the release pads) and
+cropped back; each distinct padded size compiles once, so a folder of many
+sizes compiles far less often with --bucket=128 (the result then differs
+slightly; see README). --verbose prints each compilation and the totals.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from fcn_jax import checkpoint
 from fcn_jax import inference
 
 FLAGS = flags.FLAGS
-BUCKET = 128  # --bucket's default
+BUCKET = inference.MULTIPLE  # --bucket's default: exact, as the release pads
 
 
 def define_flags() -> None:
@@ -172,7 +174,7 @@ def run(workdir: str, input_path: str, output_path: str, *,
     if verbose and len(deblurrer.compilations) > compiled:
       shape, seconds = deblurrer.compilations[-1]
       tqdm.tqdm.write(f'{src}: compiled {"x".join(map(str, shape))} in '
-                      f'{seconds:.1f} s')
+                      f'{seconds:.1f} s', file=sys.stderr)
     try:
       inference.write_png(dst, sharp)
     except OSError as e:
