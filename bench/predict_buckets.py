@@ -61,7 +61,8 @@ def make_images(folder: str, count: int, low: int, high: int,
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', help='a checkpoint to use instead of a new one')
+  parser.add_argument('--workdir',
+                      help='a checkpoint to use instead of a new one')
   parser.add_argument('--width', choices=sorted(WIDTHS), default='demo')
   parser.add_argument('--images', type=int, default=20)
   parser.add_argument('--min_size', type=int, default=64)

@@ -1,4 +1,4 @@
-r"""Writes a checkpoint's restore function, weights included, as a jax.export artefact.
+r"""Writes a checkpoint's restore function and weights as a jax.export artefact.
 
   python -m fcn_jax.export --workdir=DIR --output=fcn.jaxexport \
       [--platforms=cpu,cuda,tpu]

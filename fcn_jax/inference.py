@@ -331,14 +331,16 @@ def write_png(path: str, image: np.ndarray) -> None:
 def check_bucket(bucket: int) -> None:
   """Raises ValueError unless bucket is a positive multiple of 8."""
   if bucket <= 0 or bucket % MULTIPLE:
-    raise ValueError(f'bucket must be a positive multiple of {MULTIPLE}, got {bucket}')
+    raise ValueError(
+        f'bucket must be a positive multiple of {MULTIPLE}, got {bucket}')
 
 
 def _abstract(tree: Any) -> tuple[Any, ...]:
-  """A hashable description of a pytree's structure, shapes, dtypes, placement."""
+  """A hashable description of a pytree: structure, shapes, dtypes, placement."""
   leaves, treedef = jax.tree.flatten(tree)
-  return treedef, tuple((np.shape(v), np.result_type(v), getattr(v, 'sharding', None))
-                        for v in leaves)
+  return treedef, tuple(
+      (np.shape(v), np.result_type(v), getattr(v, 'sharding', None))
+      for v in leaves)
 
 
 # Compiled executables of every Deblurrer, by (function, model, options,

@@ -55,12 +55,14 @@ def define_flags() -> None:
                        'Test-time local statistics: the training crop size whose '
                        'statistics channel attention should see.')
   flags.DEFINE_integer('bucket', BUCKET,
-                       'Pad height and width to a multiple of this (a multiple '
-                       'of 8): images of many sizes then share few compilations. '
+                       'Pad height and width to a multiple of this (a '
+                       'multiple of 8): images of many sizes then share few '
+                       'compilations. '
                        '8 pads exactly as the release does; larger buckets '
                        'change the result slightly (see README).')
   flags.DEFINE_bool('verbose', False,
-                    'Print each compilation (padded shape, seconds) and totals.')
+                    'Print each compilation (padded shape, seconds) and '
+                    'totals.')
 
 
 class PredictError(Exception):

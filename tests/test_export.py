@@ -91,8 +91,9 @@ def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
     np.testing.assert_allclose(got, expected, atol=2e-6)
     assert np.abs(got - image / 255).max() > 0.05  # the model did something
     deblur.deblur_file(png[i][0], str(tmp_path / f'{i}.ref.png'))
-    np.testing.assert_array_equal(np.asarray(Image.open(png[i][1])),
-                                  np.asarray(Image.open(tmp_path / f'{i}.ref.png')))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(png[i][1])),
+        np.asarray(Image.open(tmp_path / f'{i}.ref.png')))
 
 
 @pytest.mark.parametrize('case', ['no_checkpoint', 'no_folder', 'is_folder'])
@@ -136,5 +137,6 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
   monkeypatch.setattr(os, 'fsync', fail)
   with pytest.raises(OSError):
     export.write_atomic(str(target), b'new')
-  assert os.listdir(tmp_path) == ['fcn.jaxexport'] and target.read_bytes() == b'old'
+  assert os.listdir(tmp_path) == ['fcn.jaxexport']
+  assert target.read_bytes() == b'old'
 

@@ -301,7 +301,8 @@ def test_bucket_compiles_once_per_bucket():
   assert TRACES['bucket'] == 1
   assert [shape for shape, _ in deblurrer.compilations] == [(1, 32, 32, 3)]
   deblurrer(images(33, 5, 3))
-  assert TRACES['bucket'] == 2 and deblurrer.compilations[1][0] == (1, 64, 32, 3)
+  assert TRACES['bucket'] == 2
+  assert deblurrer.compilations[1][0] == (1, 64, 32, 3)
   again = inference.Deblurrer(Pointwise(tag='bucket'), {}, bucket=32)
   again(images(20, 20, 3))
   assert again.compilations == [] and TRACES['bucket'] == 2  # shared

@@ -31,7 +31,8 @@ def workdir(tmp_path_factory):
   model = train.create_model(config)
   state = jax.jit(lambda k: train.create_train_state(
       k, model, train.create_optimizer(config), config))(jax.random.key(0))
-  params, train_items = train._split_for_checkpoint(  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  params, train_items = train._split_for_checkpoint(
       state.replace(step=state.step + STEP))
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
@@ -70,8 +71,9 @@ def execute(parameters, tmp_path, monkeypatch):
   images = 0
   for cell in nb.cells:
     for out in cell.get('outputs', []):
-      text.append(out.get('text', '') + out.get('data', {}).get('text/plain', ''))
-      images += 'image/png' in out.get('data', {})
+      data = out.get('data', {})
+      text.append(out.get('text', '') + data.get('text/plain', ''))
+      images += 'image/png' in data
   return '\n'.join(text), images
 
 
@@ -81,9 +83,9 @@ def test_notebook_runs_on_a_training_checkpoint(workdir, tmp_path, monkeypatch):
   blurry = ((sharp.astype(np.uint16) + np.roll(sharp, 2, axis=1)) // 2)
   Image.fromarray(sharp).save(tmp_path / 'sharp.png')
   Image.fromarray(blurry.astype(np.uint8)).save(tmp_path / 'blurry.png')
-  text, images = execute(dict(WORKDIR=workdir, BLURRY=str(tmp_path / 'blurry.png'),
-                              SHARP=str(tmp_path / 'sharp.png')),
-                         tmp_path, monkeypatch)
+  parameters = dict(WORKDIR=workdir, BLURRY=str(tmp_path / 'blurry.png'),
+                    SHARP=str(tmp_path / 'sharp.png'))
+  text, images = execute(parameters, tmp_path, monkeypatch)
   assert images == 1
   assert f'{workdir}: checkpoints/{STEP}' in text
   assert 'restored: psnr ' in text and 'ssim_matlab' in text

@@ -36,7 +36,8 @@ def saved(tmp_path_factory):
   state = jax.jit(lambda k: train.create_train_state(
       k, model, train.create_optimizer(config), config))(jax.random.key(0))
   state = state.replace(step=state.step + STEP)
-  params, train_items = train._split_for_checkpoint(state)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  params, train_items = train._split_for_checkpoint(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
   checkpoint.save(mngr, STEP, params=params, train=train_items,
@@ -49,7 +50,8 @@ def saved(tmp_path_factory):
 def assert_trees_equal(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert np.shape(x) == np.shape(y) and np.asarray(x).dtype == np.asarray(y).dtype
+    assert np.shape(x) == np.shape(y)
+    assert np.asarray(x).dtype == np.asarray(y).dtype
     np.testing.assert_array_equal(x, y)
 
 
@@ -66,7 +68,8 @@ def test_v1_loads_a_training_checkpoint(saved):
   assert everything['config'] == checkpoint.read_config(workdir)  # JSON
   assert everything['meta'] == {'samples_seen': 20, 'step': STEP}
   assert_trees_equal(everything['params'], params)
-  np.testing.assert_array_equal(everything['train']['trust'], train_items['trust'])
+  np.testing.assert_array_equal(everything['train']['trust'],
+                                train_items['trust'])
   assert int(everything['train']['step']) == STEP
 
   # With abstract trees: the project's own types come back (optax namedtuples).
