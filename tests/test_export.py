@@ -80,7 +80,7 @@ def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-c', RUNNER, REPO,
        json.dumps(dict(model=model_file, npy=npy, png=png))],
-      capture_output=True, text=True, env=env(), timeout=120)
+      capture_output=True, text=True, env=env(), timeout=300)
   assert proc.returncode == 0, proc.stderr
 
   deblur = fcn_jax.load(workdir)
