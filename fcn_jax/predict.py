@@ -2,7 +2,8 @@ r"""Deblurs an image, or every image of a folder, with a trained FCN.
 
   python -m fcn_jax.predict --workdir=DIR --input=blurry.jpg --output=sharp.png
   python -m fcn_jax.predict --workdir=DIR --input=blurry/ --output=sharp/ \
-      [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256]
+      [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256] \
+      [--bucket=128] [--verbose]
 
 DIR is a training or conversion workdir (its best checkpoint, else its latest);
 DIR, inputs and outputs may be gs:// (any etils.epath) paths.
@@ -11,13 +12,17 @@ orientation of photos is applied); a folder's outputs keep the inputs' stems
 and a folder's inputs are all its non-hidden files, each of which must be an
 image. Every input is opened before anything is written, and each PNG
 is written to a temporary file that then replaces the output, so an error
-leaves earlier outputs complete and never touches an input. Each distinct
-image size (rounded up to a multiple of 8) compiles once.
+leaves earlier outputs complete and never touches an input. Images are
+reflect-padded to a multiple of --bucket (default 8, as the release pads) and
+cropped back; each distinct padded size compiles once, so a folder of many
+sizes compiles far less often with --bucket=128 (the result then differs
+slightly; see README). --verbose prints each compilation and the totals.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Optional
 
 from absl import app
@@ -31,6 +36,7 @@ from fcn_jax import checkpoint
 from fcn_jax import inference
 
 FLAGS = flags.FLAGS
+BUCKET = inference.MULTIPLE  # --bucket's default: exact, as the release pads
 
 
 def define_flags() -> None:
@@ -50,6 +56,15 @@ def define_flags() -> None:
   flags.DEFINE_integer('tlc_train_size', None,
                        'Test-time local statistics: the training crop size whose '
                        'statistics channel attention should see.')
+  flags.DEFINE_integer('bucket', BUCKET,
+                       'Pad height and width to a multiple of this (a '
+                       'multiple of 8): images of many sizes then share few '
+                       'compilations. '
+                       '8 pads exactly as the release does; larger buckets '
+                       'change the result slightly (see README).')
+  flags.DEFINE_bool('verbose', False,
+                    'Print each compilation (padded shape, seconds) and '
+                    'totals.')
 
 
 class PredictError(Exception):
@@ -129,11 +144,13 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
 
 def run(workdir: str, input_path: str, output_path: str, *,
         ensemble: bool = False, tile: Optional[int] = None, overlap: int = 32,
-        tlc_train_size: Optional[int] = None, progress: bool = True) -> list[str]:
+        tlc_train_size: Optional[int] = None, progress: bool = True,
+        bucket: int = BUCKET, verbose: bool = False) -> list[str]:
   """Deblurs `input_path` (a file or a folder) into `output_path`.
 
   Checks the checkpoint and all paths first (see `plan`), then loads the model
-  and writes one PNG per input.
+  and writes one PNG per input. Images are padded to a multiple of `bucket`
+  (see `inference.Deblurrer`); `verbose` prints each compilation and totals.
 
   Returns:
     The paths written.
@@ -149,8 +166,10 @@ def run(workdir: str, input_path: str, output_path: str, *,
         f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
     ) from None
   pairs = plan(input_path, output_path)
+  start = time.perf_counter()
   deblurrer = inference.load(workdir, ensemble=ensemble, tile=tile,
-                             overlap=overlap, tlc_train_size=tlc_train_size)
+                             overlap=overlap, tlc_train_size=tlc_train_size,
+                             bucket=bucket)
   for directory in sorted({str(epath.Path(d).parent) for _, d in pairs}):
     epath.Path(directory).mkdir(parents=True, exist_ok=True)
   folder = epath.Path(input_path).is_dir()
@@ -161,12 +180,22 @@ def run(workdir: str, input_path: str, output_path: str, *,
     except Exception as e:  # pylint: disable=broad-except
       raise PredictError(f'{src}: cannot read as an image ({type(e).__name__}: '
                          f'{e})') from None
+    compiled = len(deblurrer.compilations)
     sharp = inference.to_uint8(deblurrer(image))
+    if verbose and len(deblurrer.compilations) > compiled:
+      shape, seconds = deblurrer.compilations[-1]
+      tqdm.tqdm.write(f'{src}: compiled {"x".join(map(str, shape))} in '
+                      f'{seconds:.1f} s', file=sys.stderr)
     try:
       inference.write_png(dst, sharp)
     except OSError as e:
       raise PredictError(f'{dst}: cannot write ({e.strerror or e})') from None
     written.append(dst)
+  if verbose:
+    compile_s = sum(s for _, s in deblurrer.compilations)
+    print(f'{len(written)} images, {len(deblurrer.compilations)} compilations '
+          f'({compile_s:.1f} s), {time.perf_counter() - start:.1f} s in all',
+          file=sys.stderr)
   return written
 
 
@@ -181,12 +210,17 @@ def main(argv):
       inference.check_tiling(FLAGS.tile, FLAGS.overlap)
     except ValueError as e:
       sys.exit(f'error: --tile/--overlap: {e}')
+  try:
+    inference.check_bucket(FLAGS.bucket)
+  except ValueError as e:
+    sys.exit(f'error: --bucket: {e}')
   if FLAGS.tlc_train_size is not None and FLAGS.tlc_train_size <= 0:
     sys.exit(f'error: --tlc_train_size: must be positive, got {FLAGS.tlc_train_size}')
   try:
     written = run(FLAGS.workdir, FLAGS.input, FLAGS.output,
                   ensemble=FLAGS.ensemble, tile=FLAGS.tile,
-                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size)
+                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size,
+                  bucket=FLAGS.bucket, verbose=FLAGS.verbose)
   except PredictError as e:
     sys.exit(f'error: {e}')
   if not epath.Path(FLAGS.input).is_dir():
