@@ -23,6 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
       precision=config_dict.placeholder(str),  # None, 'high' or 'highest'
       remat=(),               # stages (0..3) to rematerialise, e.g. (1, 2, 3)
       tlc_train_size=config_dict.placeholder(int),  # test-time local statistics
+      # Table 2's ablation switches (models/fcn.py; configs/ablation.py):
+      # processing block, enhanced feature extraction (needs use_pb),
+      # multi-stage attention, raw information mechanism, stages kept (1-4).
+      use_pb=True, use_efem=True, use_msam=True, use_rim=True, stages=4,
   ))
 
   # Data: TFDS names (`name[/config]:split`) prepared in data_dir.

@@ -11,13 +11,16 @@ Each step holds the items
   meta     JSON: step, data position (training samples consumed), metrics
   train    training only: optimizer state and trust-ratio logits
 so prediction, evaluation and fine-tuning rebuild the model from DIR alone.
+`warm_start` starts a different model (e.g. FCN from converted MPRNet
+weights) from the modules the two share.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from absl import logging
+from etils import epath
+from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
@@ -40,8 +43,13 @@ def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), kind),
-                               options=options)
+  return ocp.CheckpointManager(absolute(workdir) / kind, options=options)
+
+
+def absolute(path: epath.PathLike) -> epath.Path:
+  """`path` as an absolute epath.Path (gs:// and other URIs are already)."""
+  path = epath.Path(path)
+  return path if path.is_absolute() else path.absolute()
 
 
 def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
@@ -63,7 +71,7 @@ def find(workdir: str) -> tuple[str, int]:
     FileNotFoundError: naming `workdir` when it holds no checkpoint.
   """
   for kind in (BEST, LATEST):
-    if os.path.isdir(os.path.join(workdir, kind)):
+    if (epath.Path(workdir) / kind).is_dir():
       step = make_manager(workdir, kind, read_only=True).latest_step()
       if step is not None:
         return kind, step
@@ -111,3 +119,55 @@ def load_params(workdir: str, sharding: Optional[jax.sharding.Sharding] = None
   restored = mngr.restore(
       step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
   return restored['params'], config
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A checkpoint whose modules do not fit the model being initialised."""
+
+
+def warm_start(params: dict, workdir: str,
+               sharding: Optional[jax.sharding.Sharding] = None
+               ) -> tuple[dict, list[str], list[str]]:
+  """`params` with every top-level module of `workdir`'s checkpoint put in.
+
+  The checkpoint may hold another architecture than `params` (its own config
+  says which): e.g. MPRNet weights converted by `fcn_jax.convert` for an FCN,
+  which shares every MPRNet module and adds `processing_block` and
+  `query_key`. Modules of `params` missing from the checkpoint keep their
+  (fresh) values. Logs both lists.
+
+  Returns:
+    (params, names of the modules loaded, names of the modules kept fresh).
+
+  Raises:
+    IncompatibleCheckpointError: naming a module of the checkpoint that the
+      model does not have, or a parameter whose name or shape differs.
+  """
+  restored, _ = load_params(workdir, sharding)
+  for name in restored:
+    if name not in params:
+      raise IncompatibleCheckpointError(
+          f'init_from {workdir}: its module {name} is not in this model')
+  out, loaded, new = dict(params), [], []
+  for name in params:
+    if name not in restored:
+      new.append(name)
+      continue
+    ours = traverse_util.flatten_dict({name: params[name]}, sep='/')
+    theirs = traverse_util.flatten_dict({name: restored[name]}, sep='/')
+    for path in sorted(set(ours) ^ set(theirs)):
+      where = 'the checkpoint' if path in theirs else 'this model'
+      raise IncompatibleCheckpointError(
+          f'init_from {workdir}: parameter {path} is only in {where}')
+    for path, value in theirs.items():
+      if tuple(value.shape) != tuple(ours[path].shape):
+        raise IncompatibleCheckpointError(
+            f'init_from {workdir}: parameter {path} has shape '
+            f'{tuple(value.shape)} in the checkpoint, '
+            f'{tuple(ours[path].shape)} in this model')
+    out[name] = restored[name]
+    loaded.append(name)
+  logging.info('Initialised from %s: %d modules loaded (%s); %d new, freshly '
+               'initialised (%s)', workdir, len(loaded), ', '.join(loaded),
+               len(new), ', '.join(new) or 'none')
+  return out, loaded, new

@@ -1,11 +1,18 @@
-r"""Converts the authors' PyTorch weights into the project's checkpoint format.
+r"""Converts published PyTorch weights into the project's checkpoint format.
 
-  python -m fcn_jax.convert --torch_checkpoint=model_deblurring.pth --workdir=DIR
+  python -m fcn_jax.convert --torch_checkpoint=model_best.pth --workdir=DIR
 
-reads a file saved the way the release's train.py saves it
+reads a file saved the way the FCN release's or MPRNet's train.py saves it
 (`torch.save({'epoch', 'state_dict', 'optimizer'})`, or a bare state_dict) and
 writes DIR/checkpoints/0 (see `fcn_jax.checkpoint`). PyTorch is needed only
 for reading the .pth file: `pip install torch`.
+
+Two architectures are recognised by their keys: the FCN release's `Net`
+(`shallow_feat0.*`, `attention_down/up.*`) and MPRNet's deblurring network
+(github swz30/MPRNet, Deblurring/MPRNet.py; e.g. its published
+`model_deblurring.pth`), which is FCN without the processing block and the
+query-key gate: it becomes `FCN(use_pb=False, use_efem=False)`, and the
+checkpoint's config says so, so predict, eval and `fcn_jax.load` rebuild it.
 
 Names: ours follow the paper where the release's are obscure; `torch_key` is the
 single map between the two trees and is used in both directions.
@@ -19,6 +26,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import numpy as np
 
@@ -119,29 +127,54 @@ def _numpy(value: Any) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
+FCN_ONLY_PREFIXES = ('shallow_feat0.', 'attention_down.', 'attention_up.',
+                     UNUSED_PREFIX)
+
+
+def architecture(state_dict: Mapping[str, Any]) -> str:
+  """'fcn' (the release's Net) or 'mprnet' (MPRNet's deblurring network).
+
+  FCN has the keys of MPRNet plus `shallow_feat0.*`, `attention_down/up.*`
+  and `stage1_decoder1.*`; any of them makes a state_dict FCN's. Whether the
+  rest fits is checked key by key by `torch_to_flax`.
+  """
+  keys = [k.removeprefix('module.') for k in state_dict]
+  fcn = any(k.startswith(FCN_ONLY_PREFIXES) for k in keys)
+  return 'fcn' if fcn else 'mprnet'
+
+
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict:
-  """The FCN hyper-parameters of an official state_dict, read off its shapes."""
+  """The FCN fields of an FCN or MPRNet state_dict, read off keys and shapes.
+
+  For MPRNet they include use_pb=False, use_efem=False.
+  """
   sd = {k.removeprefix('module.'): v for k, v in state_dict.items()}
+  kind = architecture(sd)
   try:
     shallow = np.shape(sd['shallow_feat1.0.weight'])
     squeeze = np.shape(sd['shallow_feat1.1.CA.conv_du.0.weight'])
     down = np.shape(sd['stage1_encoder.down12.down.1.weight'])
     concat23 = np.shape(sd['concat23.weight'])
   except KeyError as e:
-    raise ConversionError(f'not an FCN state_dict: missing key {e.args[0]}') from None
+    raise ConversionError(f'not an FCN or MPRNet state_dict: missing key '
+                          f'{e.args[0]}') from None
   n_feat = int(shallow[0])
   num_cab = sum(1 for k in sd if re.fullmatch(r'stage3_orsnet\.orb1\.body\.\d+\.CA\.conv_du\.0\.weight', k))
-  return dict(n_feat=n_feat, scale_unetfeats=int(down[0]) - n_feat,
-              scale_orsnetfeats=int(concat23[0]) - n_feat, num_cab=num_cab,
-              kernel_size=int(shallow[-1]), reduction=n_feat // int(squeeze[0]))
+  fields = dict(n_feat=n_feat, scale_unetfeats=int(down[0]) - n_feat,
+                scale_orsnetfeats=int(concat23[0]) - n_feat, num_cab=num_cab,
+                kernel_size=int(shallow[-1]),
+                reduction=n_feat // int(squeeze[0]))
+  if kind == 'mprnet':
+    fields.update(use_pb=False, use_efem=False)
+  return fields
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) -> dict:
-  """Maps an official state_dict onto FCN parameters.
+  """Maps an FCN or MPRNet state_dict onto FCN parameters.
 
   Args:
-    state_dict: the release's `Net.state_dict()` (torch tensors or numpy
-      arrays), with or without DataParallel's `module.` prefix.
+    state_dict: the release's `Net.state_dict()` or MPRNet's (torch tensors or
+      numpy arrays), with or without DataParallel's `module.` prefix.
     model: the target FCN; by default the one whose hyper-parameters the
       state_dict's shapes imply.
 
@@ -200,7 +233,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command line's flags (only when run as a program; see predict.py)."""
-  flags.DEFINE_string('torch_checkpoint', None, 'The release\'s .pth file.')
+  flags.DEFINE_string('torch_checkpoint', None,
+                      "The FCN release's or MPRNet's .pth file.")
   flags.DEFINE_string('workdir', None, 'Directory to write the converted checkpoint to.')
 
 
@@ -227,7 +261,7 @@ def convert_file(torch_checkpoint: str, workdir: str) -> dict:
   """Converts `torch_checkpoint` into DIR/checkpoints/0; returns the config written."""
   if not os.path.isfile(torch_checkpoint):
     raise ConversionError(f'{torch_checkpoint}: no such file')
-  if os.path.isdir(os.path.join(workdir, checkpoint.LATEST)) and (
+  if (epath.Path(workdir) / checkpoint.LATEST).is_dir() and (
       checkpoint.make_manager(workdir, read_only=True).latest_step() is not None):
     raise ConversionError(f'{workdir} already holds a checkpoint; choose an empty --workdir')
   state_dict, extra = load_torch_state_dict(torch_checkpoint)
@@ -236,7 +270,8 @@ def convert_file(torch_checkpoint: str, workdir: str) -> dict:
   config = {'model': dict(model_config, dtype='float32')}
   mngr = checkpoint.make_manager(workdir)
   checkpoint.save(mngr, 0, params=params, config=config,
-                  meta=dict(source=os.path.abspath(torch_checkpoint), **extra))
+                  meta=dict(source=os.path.abspath(torch_checkpoint),
+                            architecture=architecture(state_dict), **extra))
   mngr.wait_until_finished()
   mngr.close()
   return config
@@ -250,7 +285,9 @@ def main(argv):
     config = convert_file(FLAGS.torch_checkpoint, FLAGS.workdir)
   except ConversionError as e:
     sys.exit(f'error: {e}')
-  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 (model {config["model"]})')
+  kind = 'MPRNet' if config['model'].get('use_pb') is False else 'FCN'
+  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 '
+        f'({kind}: model {config["model"]})')
 
 
 def cli() -> None:

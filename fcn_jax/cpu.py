@@ -139,7 +139,10 @@ def use_cpu_grad(x: Array, kernel: Array) -> bool:
   """Whether `conv_same_cpu_grad` applies: on CPU, for maps of at least
   MIN_CPU_GRAD_PIXELS, 1x1 kernels and float32 3x3 kernels on maps whose sides
   are multiples of 4 with at least 16 input channels (reading the 3-channel
-  image, XLA's own is faster)."""
+  image, XLA's own is faster). Never for symbolic shapes (jax.export of
+  inference, where no gradient is taken)."""
+  if any(map(jax.export.is_symbolic_dim, x.shape[1:3])):
+    return False
   if (jax.default_backend() != 'cpu'
       or x.shape[1] * x.shape[2] < MIN_CPU_GRAD_PIXELS):
     return False

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from typing import Any, Callable, Optional
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -80,7 +80,8 @@ def _local_rows(x: jax.Array) -> np.ndarray:
 
 def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
                      mesh: jax.sharding.Mesh, *, global_batch_size: int,
-                     ensemble: bool = False, out_dir: Optional[str] = None,
+                     ensemble: bool = False,
+                     out_dir: Optional[epath.PathLike] = None,
                      save_images: bool = False, num_triplets: int = 0,
                      step_fn: Optional[Callable[..., Any]] = None,
                      crop: Optional[int] = None
@@ -101,9 +102,10 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
   ids = input_pipeline.eval_ids(spec, data_dir)
   total = input_pipeline.num_examples(spec, data_dir)
   name = spec.replace('/', '_').replace(':', '_')
-  image_dir = os.path.join(out_dir, name, 'images') if out_dir and save_images else None
+  image_dir = (epath.Path(out_dir) / name / 'images'
+               if out_dir and save_images else None)
   if image_dir:
-    os.makedirs(image_dir, exist_ok=True)
+    image_dir.mkdir(parents=True, exist_ok=True)
   rows: dict[int, dict[str, float]] = {}
   triplets: list[np.ndarray] = []
   start, done = time.time(), 0
@@ -125,7 +127,7 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
         if i < 0:
           continue
         if image_dir:
-          inference.write_png(os.path.join(image_dir, f'{ids[i].replace("/", "_")}.png'),
+          inference.write_png(image_dir / f'{ids[i].replace("/", "_")}.png',
                               inference.to_uint8(restored[row]))
         h, w = batch['blur'].shape[1:3]
         if len(triplets) < num_triplets and (  # one shape, so they stack
@@ -144,25 +146,24 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
   for k in METRICS:
     summary[f'input_{k}'] = float(np.mean([r[f'input_{k}'] for r in rows.values()]))
   if out_dir and jax.process_index() == 0:
-    folder = os.path.join(out_dir, name)
-    os.makedirs(folder, exist_ok=True)
-    _atomic_write(os.path.join(folder, 'summary.json'), json.dumps(summary, indent=2) + '\n')
+    folder = epath.Path(out_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / 'summary.json', json.dumps(summary, indent=2) + '\n')
     lines = [['index', 'id', *METRICS, *(f'input_{k}' for k in METRICS)]]
     for i in sorted(rows):
       lines.append([i, ids[i], *(f'{rows[i][k]:.6f}' for k in lines[0][2:])])
-    _atomic_write(os.path.join(folder, 'per_image.csv'),
+    _atomic_write(folder / 'per_image.csv',
                   ''.join(','.join(map(str, l)) + '\n' for l in lines))
     if triplets:
-      inference.write_png(os.path.join(folder, 'grid.png'),
+      inference.write_png(folder / 'grid.png',
                           inference.to_uint8(np.concatenate(triplets, axis=0)))
   return summary, triplets
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+def _atomic_write(path: epath.Path, text: str) -> None:
+  tmp = path.with_name(f'{path.name}.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
 
 
 def format_table(summaries: list[dict]) -> str:

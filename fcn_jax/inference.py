@@ -9,17 +9,21 @@ builds a `Deblurrer` from a workdir (`fcn_jax.load` forwards here):
   deblur.deblur_file('blurry.jpg', 'sharp.png')
 
 Images of any size are reflect-padded at the bottom and right to a multiple of 8
-(as the release's test.py does for RealBlur) and cropped back.
+(as the release's test.py does for RealBlur), or of a larger `bucket` so that
+images of many sizes share few compilations, and cropped back.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import os
 import secrets
+import time
 from typing import Any, Optional
 
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -237,9 +241,8 @@ def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
   return jnp.clip(acc[:, :h, :w] / norm[None, :, :, None], 0.0, 1.0)
 
 
-# Shared by every Deblurrer: models are hashable, so equal models (and equal
-# options) reuse one compilation per padded image shape. Built on first use,
-# once JAX's backend is known (models.compiler_options).
+# Built on first use, once JAX's backend is known (models.compiler_options).
+# Models are hashable: equal models (and options) share one trace per shape.
 @functools.cache
 def _restore_jit() -> Any:
   return jax.jit(restore, static_argnums=0, static_argnames='ensemble',
@@ -287,7 +290,7 @@ def to_uint8(image: ArrayLike) -> np.ndarray:
   return np.rint(image * np.float32(255)).astype(np.uint8)
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: epath.PathLike) -> np.ndarray:
   """An image file as HxWx3 float32 in [0, 1], in the orientation it displays in.
 
   Any mode Pillow reads: 16-bit grayscale ('I;16'; also 'I', as older Pillows
@@ -296,7 +299,7 @@ def read_image(path: str) -> np.ndarray:
   which drops alpha. The EXIF orientation of photos is applied. (Pillow reads
   16-bit RGB PNGs as 8-bit RGB.)
   """
-  with Image.open(path) as im:
+  with epath.Path(path).open('rb') as f, Image.open(f) as im:
     im = ImageOps.exif_transpose(im)
     if im.mode in SIXTEEN_BIT_MODES:
       return to_float_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))[0]
@@ -305,60 +308,107 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(im.convert('RGB'), np.float32) / np.float32(255)
 
 
-def write_png(path: str, image: np.ndarray) -> None:
+def write_png(path: epath.PathLike, image: np.ndarray) -> None:
   """Writes a uint8 HxWx3 image as an RGB PNG, atomically.
 
   The PNG goes to a hidden temporary file beside `path` that replaces `path`
-  once complete, so an interrupted write never leaves a truncated image.
+  once complete, so an interrupted write never leaves a truncated image
+  (`path` may be any etils.epath path, e.g. gs://).
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(directory,
-                     f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  path = epath.Path(path)
+  tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
   try:
-    with os.fdopen(fd, 'wb') as f:
+    with tmp.open('wb') as f:
       Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(f, format='PNG')
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+      if isinstance(f, io.IOBase):  # a local file: on disk before the rename
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
   except BaseException:
     with contextlib.suppress(OSError):
-      os.remove(tmp)
+      tmp.unlink(missing_ok=True)
     raise
+
+
+def check_bucket(bucket: int) -> None:
+  """Raises ValueError unless bucket is a positive multiple of 8."""
+  if bucket <= 0 or bucket % MULTIPLE:
+    raise ValueError(
+        f'bucket must be a positive multiple of {MULTIPLE}, got {bucket}')
+
+
+def _abstract(tree: Any) -> tuple[Any, ...]:
+  """A hashable description of a pytree: structure, shapes, dtypes, placement."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple(
+      (np.shape(v), np.result_type(v), getattr(v, 'sharding', None))
+      for v in leaves)
+
+
+# Compiled executables of every Deblurrer, by (function, model, options,
+# parameter shapes, input shape): equal models with equal options share them.
+_COMPILED: dict[tuple[Any, ...], Any] = {}
 
 
 class Deblurrer:
   """A model, its parameters and the inference options, for numpy images.
 
-  Calls go through module-level jitted functions (`restore`, or
-  `restore_tiled` when `tile` is set) with the model static: inputs are
-  padded to a multiple of 8 before the call, so each distinct padded size
-  compiles once, shared by every Deblurrer of an equal model and options.
+  Images are reflect-padded at the bottom and right to a multiple of `bucket`
+  and cropped back. Each distinct padded shape is compiled once, ahead of
+  time (`restore`, or `restore_tiled` when `tile` is set, with the model
+  static), and the executable is shared by every Deblurrer of an equal model
+  and options; `compilations` records the shapes this one compiled and the
+  seconds each took.
+
+  `bucket=8` pads exactly as the release's test.py does. A larger bucket
+  (e.g. 128) makes a folder of photos of many sizes compile a few times
+  instead of once per size, at the cost of computing the extra padding; the
+  result differs slightly from `bucket=8`, because FCN splits the padded image
+  into strips, quarters and halves and its channel attention and LayerNorm
+  pool over the whole padded map (see README, Prediction).
 
   Attributes:
     model: the FCN, with `tlc_train_size` applied.
     params: its parameters.
     ensemble: x8 geometric self-ensemble.
     tile, overlap: tiled inference (see `restore_tiled`); None: whole images.
+    bucket: images are padded to a multiple of this (a multiple of 8).
+    compilations: (padded input shape, seconds) for each compilation.
   """
 
   def __init__(self, model: nn.Module, params: Params, *, ensemble: bool = False,
                tile: Optional[int] = None, overlap: int = 32,
-               tlc_train_size: Optional[int] = None):
+               tlc_train_size: Optional[int] = None, bucket: int = MULTIPLE):
     if tlc_train_size is not None:
       model = model.clone(tlc_train_size=tlc_train_size)
     if tile is not None:
       check_tiling(tile, overlap)
+    check_bucket(bucket)
     self.model = model
     self.params = params
     self.ensemble = ensemble
     self.tile = tile
     self.overlap = overlap
+    self.bucket = bucket
+    self.compilations: list[tuple[tuple[int, ...], float]] = []
     if tile is None:
-      self._fn = functools.partial(_restore_jit(), model, ensemble=ensemble)
+      self._jit, self._options = _restore_jit(), dict(ensemble=ensemble)
     else:
-      self._fn = functools.partial(_restore_tiled_jit(), model, tile=tile,
-                                   overlap=overlap, ensemble=ensemble)
+      self._jit = _restore_tiled_jit()
+      self._options = dict(tile=tile, overlap=overlap, ensemble=ensemble)
+    self._key = (tile is None, model, tuple(sorted(self._options.items())),
+                 _abstract(params))
+
+  def _executable(self, x: np.ndarray) -> Any:
+    key = self._key + (x.shape, x.dtype)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+      start = time.perf_counter()
+      compiled = self._jit.lower(self.model, self.params, x,
+                                 **self._options).compile()
+      self.compilations.append((x.shape, time.perf_counter() - start))
+      _COMPILED[key] = compiled
+    return compiled
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     """Deblurs one image (shapes and dtypes as `to_float_rgb` takes them).
@@ -369,7 +419,8 @@ class Deblurrer:
     """
     x, integer = to_float_rgb(image)
     h, w = x.shape[:2]
-    y = np.asarray(self._fn(self.params, pad_to_multiple(x)[None]))[0, :h, :w]
+    x = pad_to_multiple(x, self.bucket)[None]
+    y = np.asarray(self._executable(x)(self.params, x))[0, :h, :w]
     return to_uint8(y) if integer else y
 
   def deblur_file(self, in_path: str, out_path: str) -> None:
@@ -379,12 +430,12 @@ class Deblurrer:
 
 def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,
          overlap: int = 32, tlc_train_size: Optional[int] = None,
-         dtype: Optional[str] = None) -> Deblurrer:
+         dtype: Optional[str] = None, bucket: int = MULTIPLE) -> Deblurrer:
   """A `Deblurrer` for the checkpoint `checkpoint.find(workdir)` picks.
 
   Args:
     workdir: a training or conversion workdir.
-    ensemble, tile, overlap, tlc_train_size: see `Deblurrer`.
+    ensemble, tile, overlap, tlc_train_size, bucket: see `Deblurrer`.
     dtype: computation dtype override ('bfloat16', 'float32'); None: the
       checkpoint's.
   """
@@ -392,4 +443,4 @@ def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,
   overrides = {} if dtype is None else {'dtype': dtype}
   model = checkpoint.model_from_config(config, **overrides)
   return Deblurrer(model, params, ensemble=ensemble, tile=tile, overlap=overlap,
-                   tlc_train_size=tlc_train_size)
+                   tlc_train_size=tlc_train_size, bucket=bucket)

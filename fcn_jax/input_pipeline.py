@@ -40,7 +40,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 import functools
 import struct
+import tempfile
 
+from etils import epath
 import numpy as np
 import tensorflow as tf
 
@@ -57,6 +59,7 @@ import tfds_gopro  # noqa: F401  (registers gopro, hide and synthetic_blur)
 _IMAGE_KEYS = ('blur', 'sharp')
 _FEATURES = {k: tf.io.FixedLenFeature([], tf.string) for k in _IMAGE_KEYS}
 _RANDOM_ACCESS = ('array_record', 'parquet')
+_PREPARED_MARKERS = ('features.json', 'dataset_info.json')  # TFDS's
 
 
 def parse_dataset(spec: str) -> tuple[str, str]:
@@ -164,7 +167,27 @@ def prepare_synthetic(spec: str, data_dir: str | None) -> None:
   except (tfds.core.DatasetNotFoundError, ValueError):
     return  # A config that is not in code and not on disk.
   if not builder.is_prepared():
+    if '://' in (data_dir or ''):
+      _prepare_through_local_folder(name, data_dir)
+    else:
+      builder.download_and_prepare()
+
+
+def _prepare_through_local_folder(name: str, data_dir: str) -> None:
+  """Builds dataset `name` in a local temporary folder, then copies it to
+  `data_dir` (gs://...): the array_record wheel's writer opens only local
+  files (its reader reads gs:// too). The two JSON files that make TFDS see a
+  prepared dataset are copied last."""
+  with tempfile.TemporaryDirectory(prefix='fcn_jax_tfds_') as tmp:
+    builder = tfds.builder(name, data_dir=tmp)
     builder.download_and_prepare()
+    local = epath.Path(tmp) / builder.name
+    files = sorted((root / f for root, _, names in local.walk() for f in names),
+                   key=lambda p: (p.name in _PREPARED_MARKERS, str(p)))
+    for src in files:
+      dst = epath.Path(data_dir) / builder.name / src.relative_to(local)
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      src.copy(dst, overwrite=True)
 
 
 @functools.lru_cache(maxsize=None)

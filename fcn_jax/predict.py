@@ -2,26 +2,33 @@ r"""Deblurs an image, or every image of a folder, with a trained FCN.
 
   python -m fcn_jax.predict --workdir=DIR --input=blurry.jpg --output=sharp.png
   python -m fcn_jax.predict --workdir=DIR --input=blurry/ --output=sharp/ \
-      [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256]
+      [--ensemble] [--tile=512 --overlap=32] [--tlc_train_size=256] \
+      [--bucket=128] [--verbose]
 
-DIR is a training or conversion workdir (its best checkpoint, else its latest).
+DIR is a training or conversion workdir (its best checkpoint, else its latest);
+DIR, inputs and outputs may be gs:// (any etils.epath) paths.
 Outputs are RGB 8-bit PNGs of the input's size (as displayed: the EXIF
 orientation of photos is applied); a folder's outputs keep the inputs' stems
 and a folder's inputs are all its non-hidden files, each of which must be an
 image. Every input is opened before anything is written, and each PNG
 is written to a temporary file that then replaces the output, so an error
-leaves earlier outputs complete and never touches an input. Each distinct
-image size (rounded up to a multiple of 8) compiles once.
+leaves earlier outputs complete and never touches an input. Images are
+reflect-padded to a multiple of --bucket (default 8, as the release pads) and
+cropped back; each distinct padded size compiles once, so a folder of many
+sizes compiles far less often with --bucket=128 (the result then differs
+slightly; see README). --verbose prints each compilation and the totals.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Optional
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 from PIL import Image
 import tqdm
 
@@ -29,6 +36,7 @@ from fcn_jax import checkpoint
 from fcn_jax import inference
 
 FLAGS = flags.FLAGS
+BUCKET = inference.MULTIPLE  # --bucket's default: exact, as the release pads
 
 
 def define_flags() -> None:
@@ -48,6 +56,15 @@ def define_flags() -> None:
   flags.DEFINE_integer('tlc_train_size', None,
                        'Test-time local statistics: the training crop size whose '
                        'statistics channel attention should see.')
+  flags.DEFINE_integer('bucket', BUCKET,
+                       'Pad height and width to a multiple of this (a '
+                       'multiple of 8): images of many sizes then share few '
+                       'compilations. '
+                       '8 pads exactly as the release does; larger buckets '
+                       'change the result slightly (see README).')
+  flags.DEFINE_bool('verbose', False,
+                    'Print each compilation (padded shape, seconds) and '
+                    'totals.')
 
 
 class PredictError(Exception):
@@ -60,13 +77,22 @@ def _is_png_path(path: str) -> bool:
 
 def _check_image(path: str) -> None:
   try:
-    with Image.open(path) as im:
+    with epath.Path(path).open('rb') as f, Image.open(f) as im:
       im.verify()
   except Image.UnidentifiedImageError:
     raise PredictError(f'{path}: not an image file') from None
   except Exception as e:  # pylint: disable=broad-except
     raise PredictError(f'{path}: cannot read as an image ({type(e).__name__}: '
                        f'{e})') from None
+
+
+def _file_key(path: str):
+  """What identifies an existing file: (device, inode) on a local disk (so
+  links count), its URI elsewhere (gs://...)."""
+  if '://' in path:
+    return path
+  st = os.stat(path)
+  return st.st_dev, st.st_ino
 
 
 def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
@@ -78,22 +104,21 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
   Raises:
     PredictError: naming the first offending path.
   """
-  if not os.path.exists(input_path):
+  src, out = epath.Path(input_path), epath.Path(output_path)
+  if not src.exists():
     raise PredictError(f'{input_path}: no such file or directory')
-  if os.path.isdir(input_path):
-    if os.path.exists(output_path) and not os.path.isdir(output_path):
+  if src.is_dir():
+    if out.exists() and not out.is_dir():
       raise PredictError(f'{output_path}: not a folder (the input is a folder)')
-    names = sorted(n for n in os.listdir(input_path) if not n.startswith('.')
-                   and os.path.isfile(os.path.join(input_path, n)))
-    if not names:
+    files = sorted((p for p in src.iterdir()
+                    if not p.name.startswith('.') and p.is_file()),
+                   key=lambda p: p.name)
+    if not files:
       raise PredictError(f'{input_path}: no files to deblur')
-    pairs = [(os.path.join(input_path, n),
-              os.path.join(output_path, os.path.splitext(n)[0] + '.png'))
-             for n in names]
+    pairs = [(str(p), str(out / f'{p.stem}.png')) for p in files]
   else:
-    if os.path.isdir(output_path) or output_path.endswith(os.sep):
-      stem = os.path.splitext(os.path.basename(input_path))[0]
-      output = os.path.join(output_path, stem + '.png')
+    if out.is_dir() or output_path.endswith('/'):
+      output = str(out / f'{src.stem}.png')
     elif _is_png_path(output_path):
       output = output_path
     else:
@@ -105,13 +130,12 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
     if dst in seen:
       raise PredictError(f'{src}: has the same output name as {seen[dst]} ({dst})')
     seen[dst] = src
-  inputs = {(st.st_dev, st.st_ino) for st in (os.stat(src) for src, _ in pairs)}
+  inputs = {_file_key(src) for src, _ in pairs}
   for src, dst in pairs:
-    if os.path.exists(dst):
-      st = os.stat(dst)
-      if (st.st_dev, st.st_ino) in inputs:
+    if epath.Path(dst).exists():
+      if _file_key(dst) in inputs:
         raise PredictError(f'{dst}: is an input; refusing to overwrite it')
-      if os.path.isdir(dst):
+      if epath.Path(dst).is_dir():
         raise PredictError(f'{dst}: is a folder')
   for src, _ in pairs:
     _check_image(src)
@@ -120,11 +144,13 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
 
 def run(workdir: str, input_path: str, output_path: str, *,
         ensemble: bool = False, tile: Optional[int] = None, overlap: int = 32,
-        tlc_train_size: Optional[int] = None, progress: bool = True) -> list[str]:
+        tlc_train_size: Optional[int] = None, progress: bool = True,
+        bucket: int = BUCKET, verbose: bool = False) -> list[str]:
   """Deblurs `input_path` (a file or a folder) into `output_path`.
 
   Checks the checkpoint and all paths first (see `plan`), then loads the model
-  and writes one PNG per input.
+  and writes one PNG per input. Images are padded to a multiple of `bucket`
+  (see `inference.Deblurrer`); `verbose` prints each compilation and totals.
 
   Returns:
     The paths written.
@@ -140,11 +166,13 @@ def run(workdir: str, input_path: str, output_path: str, *,
         f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
     ) from None
   pairs = plan(input_path, output_path)
+  start = time.perf_counter()
   deblurrer = inference.load(workdir, ensemble=ensemble, tile=tile,
-                             overlap=overlap, tlc_train_size=tlc_train_size)
-  for directory in sorted({os.path.dirname(os.path.abspath(d)) for _, d in pairs}):
-    os.makedirs(directory, exist_ok=True)
-  folder = os.path.isdir(input_path)
+                             overlap=overlap, tlc_train_size=tlc_train_size,
+                             bucket=bucket)
+  for directory in sorted({str(epath.Path(d).parent) for _, d in pairs}):
+    epath.Path(directory).mkdir(parents=True, exist_ok=True)
+  folder = epath.Path(input_path).is_dir()
   written = []
   for src, dst in tqdm.tqdm(pairs, unit='image', disable=not (progress and folder)):
     try:
@@ -152,12 +180,22 @@ def run(workdir: str, input_path: str, output_path: str, *,
     except Exception as e:  # pylint: disable=broad-except
       raise PredictError(f'{src}: cannot read as an image ({type(e).__name__}: '
                          f'{e})') from None
+    compiled = len(deblurrer.compilations)
     sharp = inference.to_uint8(deblurrer(image))
+    if verbose and len(deblurrer.compilations) > compiled:
+      shape, seconds = deblurrer.compilations[-1]
+      tqdm.tqdm.write(f'{src}: compiled {"x".join(map(str, shape))} in '
+                      f'{seconds:.1f} s', file=sys.stderr)
     try:
       inference.write_png(dst, sharp)
     except OSError as e:
       raise PredictError(f'{dst}: cannot write ({e.strerror or e})') from None
     written.append(dst)
+  if verbose:
+    compile_s = sum(s for _, s in deblurrer.compilations)
+    print(f'{len(written)} images, {len(deblurrer.compilations)} compilations '
+          f'({compile_s:.1f} s), {time.perf_counter() - start:.1f} s in all',
+          file=sys.stderr)
   return written
 
 
@@ -172,15 +210,20 @@ def main(argv):
       inference.check_tiling(FLAGS.tile, FLAGS.overlap)
     except ValueError as e:
       sys.exit(f'error: --tile/--overlap: {e}')
+  try:
+    inference.check_bucket(FLAGS.bucket)
+  except ValueError as e:
+    sys.exit(f'error: --bucket: {e}')
   if FLAGS.tlc_train_size is not None and FLAGS.tlc_train_size <= 0:
     sys.exit(f'error: --tlc_train_size: must be positive, got {FLAGS.tlc_train_size}')
   try:
     written = run(FLAGS.workdir, FLAGS.input, FLAGS.output,
                   ensemble=FLAGS.ensemble, tile=FLAGS.tile,
-                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size)
+                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size,
+                  bucket=FLAGS.bucket, verbose=FLAGS.verbose)
   except PredictError as e:
     sys.exit(f'error: {e}')
-  if not os.path.isdir(FLAGS.input):
+  if not epath.Path(FLAGS.input).is_dir():
     print(f'wrote {written[0]}')
 
 

@@ -8,13 +8,14 @@ metric writers and periodic actions (which import TensorFlow) are imported only
 inside `train_and_evaluate` / `evaluate`.
 """
 import functools
-import os
+import os  # pylint: disable=unused-import
 import signal
 from typing import Any, Optional, Sequence
 
 from absl import logging
 from clu import metrics as clu_metrics
 from clu import parameter_overview
+from etils import epath
 import flax
 from flax import traverse_util
 import jax
@@ -170,8 +171,12 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
   if any(s not in (0, 1, 2, 3) for s in config.model.remat):
     raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
+  try:
+    create_model(config).kept_stages()  # the ablation switches fit together
+  except ValueError as e:
+    raise ConfigError(f'config.model: {e}') from None
   create_learning_rate_fn(config)
-  if config.init_from and not os.path.isdir(config.init_from):
+  if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
 
 
@@ -201,7 +206,7 @@ def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
 
 
 def _data_dir(config) -> Optional[str]:
-  return os.path.expanduser(config.data_dir) if config.data_dir else None
+  return str(epath.Path(config.data_dir).expanduser()) if config.data_dir else None
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -257,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
   prepare_datasets(config, (config.train_dataset, *config.eval_datasets))
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
 
@@ -283,11 +288,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = jax.jit(lambda r: create_train_state(r, model, tx, config),
                     out_shardings=state_sharding)(rng)
     if config.init_from:
-      params, _ = checkpoint.load_params(config.init_from, sharding=replicated)
+      try:  # the modules it shares with this model; logs loaded and new ones
+        params, _, _ = checkpoint.warm_start(
+            state.params['net'], config.init_from, sharding=replicated)
+      except checkpoint.IncompatibleCheckpointError as e:
+        raise ConfigError(str(e)) from None
       state = state.replace(params=dict(state.params, net=params))
       state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
           state.params))
-      logging.info('Initialised the network from %s', config.init_from)
   start_step = int(state.step)
   best_metrics = None
   if best.latest_step() is not None:
@@ -359,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 global_batch_size=config.eval_batch_size, step_fn=eval_step,
                 num_triplets=config.num_eval_images_logged,
                 crop=config.eval.center_crop,
-                out_dir=(os.path.join(workdir, 'eval')
+                out_dir=(epath.Path(workdir) / 'eval'
                          if step == config.num_train_steps else None))
             summaries.append(summary)
             name = spec.replace('/', '_').replace(':', '_')
@@ -426,7 +434,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     summary, _ = evaluation.evaluate_dataset(
         spec, _data_dir(config), params, model, mesh,
         global_batch_size=config.eval_batch_size, step_fn=step_fn,
-        out_dir=os.path.join(workdir, 'eval'), save_images=config.eval.save_images,
+        out_dir=epath.Path(workdir) / 'eval', save_images=config.eval.save_images,
         num_triplets=config.num_eval_images_logged,
         crop=config.eval.center_crop)
     summaries.append(summary)

@@ -13,7 +13,7 @@ def test_core_modules_import_without_tensorflow():
       "import fcn_jax, fcn_jax.models, fcn_jax.losses, fcn_jax.metrics\n"
       "import fcn_jax.cpu, fcn_jax.models.presets\n"
       "import fcn_jax.train, fcn_jax.inference, fcn_jax.checkpoint, fcn_jax.evaluate\n"
-      "import fcn_jax.predict, fcn_jax.convert\n"
+      "import fcn_jax.predict, fcn_jax.convert, fcn_jax.export\n"
       "assert callable(fcn_jax.train.train_step)\n"
       "print('ok')\n")
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,

@@ -280,3 +280,45 @@ def test_to_uint8_rounds_like_img_as_ubyte():
                       np.random.default_rng(0).random(1000, np.float32)])
   np.testing.assert_array_equal(inference.to_uint8(x), skimage.img_as_ubyte(x))
   np.testing.assert_array_equal(inference.to_uint8(np.array([-0.5, 1.5])), [0, 255])
+
+
+def test_bucket_crops_back_exactly():
+  # Position-dependent but size-independent models: bucketing must change
+  # nothing (no shift, no resampling), however much padding it adds.
+  for model in (Pointwise(), PositionBias()):
+    exact = inference.Deblurrer(model, {})
+    for h, w in [(13, 11), (8, 40), (33, 5)]:
+      x = images(h, w, 3, seed=h)
+      for bucket in (16, 64):
+        np.testing.assert_array_equal(
+            inference.Deblurrer(model, {}, bucket=bucket)(x), exact(x))
+
+
+def test_bucket_compiles_once_per_bucket():
+  deblurrer = inference.Deblurrer(Pointwise(tag='bucket'), {}, bucket=32)
+  for h, w in [(13, 11), (30, 17), (32, 32), (9, 31)]:
+    assert deblurrer(images(h, w, 3)).shape == (h, w, 3)
+  assert TRACES['bucket'] == 1
+  assert [shape for shape, _ in deblurrer.compilations] == [(1, 32, 32, 3)]
+  deblurrer(images(33, 5, 3))
+  assert TRACES['bucket'] == 2
+  assert deblurrer.compilations[1][0] == (1, 64, 32, 3)
+  again = inference.Deblurrer(Pointwise(tag='bucket'), {}, bucket=32)
+  again(images(20, 20, 3))
+  assert again.compilations == [] and TRACES['bucket'] == 2  # shared
+  with pytest.raises(ValueError, match='bucket'):
+    inference.Deblurrer(Pointwise(), {}, bucket=12)
+
+
+def test_bucketed_fcn_is_fcn_on_the_bigger_padding(fcn, blurry):
+  # FCN splits the padded image into strips, quarters and halves and pools
+  # over whole maps, so a bigger padding changes its result a little: the
+  # bucketed output is FCN on the image reflect-padded to the bucket, cropped.
+  model, params, raw = fcn
+  bucketed = inference.Deblurrer(model, params, bucket=32)(blurry[0])
+  padded = inference.pad_to_multiple(blurry, 32)
+  assert padded.shape == (1, 32, 32, 3)
+  np.testing.assert_allclose(
+      bucketed, np.clip(raw(params, padded), 0, 1)[0, :13, :11], atol=1e-6)
+  exact = inference.Deblurrer(model, params)(blurry[0])
+  assert 1e-5 < np.abs(bucketed - exact).max()

@@ -79,14 +79,16 @@ def test_installed_package_is_this_checkout(tmp_path):
 
 
 def test_console_commands(tmp_path):
-  """fcn-predict and fcn-convert are the modules' command lines."""
+  """fcn-predict, fcn-convert and fcn-export: the modules' command lines."""
   expected = {
     'fcn-predict': 'error: --workdir, --input and --output are required',
     'fcn-convert': 'error: --torch_checkpoint and --workdir are required',
+    'fcn-export': 'error: --workdir and --output are required',
   }
   assert _pyproject()['project']['scripts'] == {
     'fcn-predict': 'fcn_jax.predict:cli',
     'fcn-convert': 'fcn_jax.convert:cli',
+    'fcn-export': 'fcn_jax.export:cli',
   }
   procs = {
     name: subprocess.Popen(

@@ -184,3 +184,19 @@ def test_cli_error_is_one_line(workdir, tmp_path):
   assert proc.returncode != 0
   assert proc.stderr.splitlines() == [f'error: {folder / "b.png"}: not an image file']
   assert not (tmp_path / 'out').exists()
+
+
+def test_bucket_and_verbose(workdir, inputs, tmp_path, capsys):
+  folder, expected = inputs
+  out = str(tmp_path / 'out')
+  predict.run(workdir, folder, out, progress=False, bucket=24, verbose=True)
+  err = capsys.readouterr().err.splitlines()
+  assert err[-1].startswith(f'{len(expected)} images, ')
+  compiled = [line for line in err if ': compiled 1x24x24x3 in ' in line]
+  assert len(compiled) <= 1 and f'{len(compiled)} compilations' in err[-1]
+  exact = str(tmp_path / 'exact')
+  predict.run(workdir, folder, exact, progress=False)
+  diff = [np.abs(np.asarray(Image.open(os.path.join(out, n)), int)
+                 - np.asarray(Image.open(os.path.join(exact, n)), int)).max()
+          for n in sorted(os.listdir(out))]
+  assert sorted(os.listdir(out)) == sorted(os.listdir(exact)) and max(diff) > 0

@@ -1,7 +1,7 @@
 """Raw information mechanism of stage 3 (paper Fig. 5; official: ORSNet)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,7 @@ class RawInformationMechanism(nn.Module):
 
   After ORB k it adds 1x1 convolutions of the stage-2 encoder and decoder
   outputs of level k, brought to full resolution by k - 1 UpSample blocks.
+  Without stage 2 (`encoder_outs` None, an ablation) only the ORBs remain.
   """
   cfg: BlockConfig
   n_feat: int
@@ -35,8 +36,9 @@ class RawInformationMechanism(nn.Module):
   num_cab: int
 
   @nn.compact
-  def __call__(self, x: Array, alpha: Array, encoder_outs: Sequence[Array],
-               decoder_outs: Sequence[Array]) -> Array:
+  def __call__(self, x: Array, alpha: Array,
+               encoder_outs: Optional[Sequence[Array]] = None,
+               decoder_outs: Optional[Sequence[Array]] = None) -> Array:
     n, s = self.n_feat, self.scale_unetfeats
     width = n + self.scale_orsnetfeats
 
@@ -50,6 +52,8 @@ class RawInformationMechanism(nn.Module):
 
     for level in (1, 2, 3):
       x = ORB(self.cfg, self.num_cab, name=f'orb{level}')(x, alpha)
+      if encoder_outs is None:
+        continue
       x = (x + to_full(encoder_outs[level - 1], level, 'enc')
            + to_full(decoder_outs[level - 1], level, 'dec'))
     return x
