@@ -9,7 +9,9 @@ inside `train_and_evaluate` / `evaluate`.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import os
 import signal
 from typing import Any, Optional, Sequence
@@ -101,8 +103,12 @@ def create_train_state(rng: jax.Array, model: FCN, tx: optax.GradientTransformat
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
-  """One Adam step on the trust-weighted loss of the three stage images."""
+  """One Adam step on the trust-weighted loss of the three stage images.
+
+  The images may be float in [0, 1] or uint8 in [0, 255] (converted here).
+  """
   cfg = config.loss
+  batch = {k: to_unit_float(batch[k]) for k in ('blur', 'sharp')}
 
   def loss_fn(params):
     outputs = model.apply({'params': params['net']}, batch['blur'])
@@ -128,6 +134,33 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
   return new_state, TrainMetrics.single_from_model_output(**outputs)
 
 
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 images in [0, 255] -> float32 in [0, 1]; float images as they are."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images
+
+
+def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2):
+  """Puts the host batches of `iterator` on the devices `size` steps ahead.
+
+  Each host's part becomes one global array (`make_array_from_process_local_data`);
+  the transfers are asynchronous, so they overlap the steps still running (the
+  deque pattern of `flax.jax_utils.prefetch_to_device`, for `jit` shardings).
+  """
+  queue = collections.deque()
+
+  def enqueue(n):
+    for local in itertools.islice(iterator, n):
+      queue.append({k: jax.make_array_from_process_local_data(sharding, v)
+                    for k, v in local.items()})
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
+
+
 def _check_divisible(config: ml_collections.ConfigDict, field: str, num_devices: int) -> None:
   if config[field] % num_devices:
     raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
@@ -150,6 +183,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
   if any(s not in (0, 1, 2, 3) for s in config.model.remat):
     raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
+  if '://' in config.get('decoded_cache_dir', ''):
+    raise ConfigError(f'config.decoded_cache_dir={config.decoded_cache_dir}: use a local '
+                      'folder (the cache is memory-mapped)')
   create_learning_rate_fn(config)
   if config.init_from and not os.path.isdir(config.init_from):
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
@@ -266,7 +302,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Input: the stateless, step-indexed stream starts at this run's step.
   train_iter = input_pipeline.train_iterator(
       config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
-      crop_size=config.crop_size, seed=config.seed, start_step=start_step)
+      crop_size=config.crop_size, seed=config.seed, start_step=start_step,
+      decoded_cache=config.get('decoded_cache_dir') or None, dtype='uint8')
+  device_batches = prefetch_to_device(train_iter, data_sharding)
 
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, config=config,
@@ -294,10 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local = next(train_iter)
-        batch = {k: jax.make_array_from_process_local_data(data_sharding, v)
-                 for k, v in local.items()}
-        state, update = step_fn(state, batch)
+        state, update = step_fn(state, next(device_batches))
         train_metrics = update if train_metrics is None else train_metrics.merge(update)
         step_losses.append((step, update.loss.total))
       for hook in hooks:

@@ -247,3 +247,37 @@ def test_bfloat16_step_keeps_float32_parameters():
   # tiny width (their ReLU outputs are 0 for these inputs, in float32 too).
   assert np.mean(changed) > 0.8
   assert not np.array_equal(state.params['trust'], new_state.params['trust'])
+
+
+def test_uint8_batches_train_like_float_batches():
+  config = tiny.get_config()
+  model = train.create_model(config)
+  tx = train.create_optimizer(config)
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  uint8 = {k: rng.integers(0, 256, (2, 16, 16, 3), np.uint8) for k in ('blur', 'sharp')}
+  floats = {k: np.float32(v) / np.float32(255) for k, v in uint8.items()}
+  step = jax.jit(lambda s, b: train.train_step(
+      s, b, model=model, tx=tx, config=config,
+      learning_rate_fn=train.create_learning_rate_fn(config)))
+  (a, ma), (b, mb) = step(state, uint8), step(state, floats)
+  assert float(ma.compute()['loss']) == pytest.approx(float(mb.compute()['loss']), rel=1e-6)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, atol=1e-5)  # Adam steps are ~1e-3 here.
+
+
+def test_prefetch_to_device_keeps_order_and_reads_ahead():
+  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec('data'))
+  batches = [{'blur': np.full((2, 4, 4, 3), i, np.uint8)} for i in range(5)]
+  pulled = []
+  source = (pulled.append(i) or b for i, b in enumerate(batches))
+  device = train.prefetch_to_device(source, sharding, size=2)
+  first = next(device)
+  assert pulled == [0, 1]  # The next batch is on its way while one is in use.
+  second = next(device)
+  assert pulled == [0, 1, 2]
+  out = [first, second] + list(device)
+  assert len(out) == 5
+  for i, batch in enumerate(out):
+    assert isinstance(batch['blur'], jax.Array) and batch['blur'].sharding == sharding
+    np.testing.assert_array_equal(batch['blur'], batches[i]['blur'])
