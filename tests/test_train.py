@@ -250,10 +250,21 @@ def test_bfloat16_step_keeps_float32_parameters():
 
 
 def test_uint8_batches_train_like_float_batches():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class ThreeStages(nn.Module):  # A stand-in for FCN: one conv, three outputs.
+    @nn.compact
+    def __call__(self, x):
+      y = nn.Conv(3, (3, 3), use_bias=False)(x)
+      return y, 0.5 * y, 0.25 * y
+
   config = tiny.get_config()
-  model = train.create_model(config)
+  model = ThreeStages()
   tx = train.create_optimizer(config)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(jax.random.key(0))
+  params = {'net': model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))['params'],
+            'trust': train.initial_trust_logits(config)}
+  state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                           opt_state=tx.init(params))
   rng = np.random.default_rng(0)
   uint8 = {k: rng.integers(0, 256, (2, 16, 16, 3), np.uint8) for k in ('blur', 'sharp')}
   floats = {k: np.float32(v) / np.float32(255) for k, v in uint8.items()}
@@ -261,9 +272,13 @@ def test_uint8_batches_train_like_float_batches():
       s, b, model=model, tx=tx, config=config,
       learning_rate_fn=train.create_learning_rate_fn(config)))
   (a, ma), (b, mb) = step(state, uint8), step(state, floats)
-  assert float(ma.compute()['loss']) == pytest.approx(float(mb.compute()['loss']), rel=1e-6)
+  for key in ('loss', 'psnr'):
+    assert float(ma.compute()[key]) == pytest.approx(float(mb.compute()[key]), rel=1e-6)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_allclose(x, y, atol=1e-5)  # Adam steps are ~1e-3 here.
+    np.testing.assert_allclose(x, y, atol=1e-6)
+  with pytest.raises(AssertionError):  # The same bytes read as floats train differently.
+    np.testing.assert_allclose(float(step(state, jax.tree.map(np.float32, uint8))[1].compute()[
+        'loss']), float(ma.compute()['loss']), rtol=1e-3)
 
 
 def test_prefetch_to_device_keeps_order_and_reads_ahead():
