@@ -142,7 +142,7 @@ def to_unit_float(images: jax.Array) -> jax.Array:
 
 
 def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2):
-  """Puts the host batches of `iterator` on the devices `size` steps ahead.
+  """Yields the host batches of `iterator` as device arrays, `size` at a time.
 
   Each host's part becomes one global array (`make_array_from_process_local_data`);
   the transfers are asynchronous, so they overlap the steps still running (the

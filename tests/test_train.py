@@ -129,7 +129,9 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
-  out = run_main(workdir, data_dir)
+  # Resumed on the decoded cache: the same batches as the PNGs of the reference.
+  out = run_main(workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}')
+  assert list((tmp_path / 'decoded').glob('synthetic_blur_tiny_train-*.u8'))
   assert 'Resumed from' in out
   ours, step = final_params(workdir)
   theirs, _ = final_params(reference_run[0])
