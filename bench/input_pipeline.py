@@ -88,9 +88,9 @@ def stage_times(spec: str, data_dir: str, crop: int,
     for i in range(n):
       view(tf.constant(i % len(source), tf.int64))
     cached = (time.perf_counter() - start) / n
-    print(f'one thread, per pair from the decoded cache: view {cached * 1e3:.1f}'
-          f' ms, crop + augment {aug * 1e3:.1f} ms  (~{1 / (cached + aug):.0f}'
-          ' pairs/s/core)')
+    print('one thread, per pair from the decoded cache: view'
+          f' {cached * 1e3:.1f} ms, crop + augment {aug * 1e3:.1f} ms'
+          f'  (~{1 / (cached + aug):.0f} pairs/s/core)')
 
 
 def throughput(name: str, batches, batch_size: int, warmup: int,

@@ -1,4 +1,4 @@
-r"""Memory of the compiled train step, to pick batch size and remat before renting.
+r"""Memory of the compiled train step: pick batch size and remat before renting.
 
 Compiles `fcn_jax.train.train_step` (the trainer's own model, optimizer and
 state, built abstractly with `jax.eval_shape`: no parameters are allocated)
@@ -104,8 +104,8 @@ def main(argv: Sequence[str]) -> None:
   print(f'{jax.default_backend()} ({device.device_kind}), jax'
         f' {jax.__version__}; crop {config.crop_size}, model'
         f' n_feat={config.model.n_feat}; remat stages {remat}; MiB per device')
-  print('| variant | batch | crop | arguments MiB | outputs MiB | temporaries MiB |'
-        ' total MiB |')
+  print('| variant | batch | crop | arguments MiB | outputs MiB |'
+        ' temporaries MiB | total MiB |')
   print('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
   for batch_size in batch_sizes:
     for name in _VARIANTS.value:

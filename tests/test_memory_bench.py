@@ -23,7 +23,7 @@ def test_memory_table_of_a_tiny_config():
                                             for m in mib)
   assert min(arguments, outputs, temporaries) > 0
   assert total >= temporaries
-  bad = subprocess.run(cmd[:2] + ['--config=configs/tiny.py', '--variants=fp16'],
-                       cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300, check=False)
+  bad = subprocess.run(
+      cmd[:2] + ['--config=configs/tiny.py', '--variants=fp16'], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=300, check=False)
   assert bad.returncode != 0 and 'fp16' in bad.stderr
