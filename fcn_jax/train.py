@@ -7,8 +7,10 @@ small and testable and import no TensorFlow: the input pipeline and clu's
 metric writers and periodic actions (which import TensorFlow) are imported only
 inside `train_and_evaluate` / `evaluate`.
 """
+import collections
 import functools
-import os  # pylint: disable=unused-import
+import itertools
+import os
 import signal
 from typing import Any, Optional, Sequence
 
@@ -113,8 +115,12 @@ class TrainMetrics(clu_metrics.Collection):
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
-  """One Adam step on the trust-weighted loss of the three stage images."""
+  """One Adam step on the trust-weighted loss of the three stage images.
+
+  The images may be float in [0, 1] or uint8 in [0, 255] (converted here).
+  """
   cfg = config.loss
+  batch = {k: to_unit_float(batch[k]) for k in ('blur', 'sharp')}
 
   def loss_fn(params):
     outputs = model.apply({'params': params['net']}, batch['blur'])
@@ -138,6 +144,33 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
       **{f'loss_{s}': per_stage[i] for i, s in enumerate(STAGES)},
       **{f'trust_{s}': ratios[i] for i, s in enumerate(STAGES)})
   return new_state, TrainMetrics.single_from_model_output(**outputs)
+
+
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 images in [0, 255] -> float32 in [0, 1]; float images as they are."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images
+
+
+def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2):
+  """Yields the host batches of `iterator` as device arrays, `size` at a time.
+
+  Each host's part becomes one global array (`make_array_from_process_local_data`);
+  the transfers are asynchronous, so they overlap the steps still running (the
+  deque pattern of `flax.jax_utils.prefetch_to_device`, for `jit` shardings).
+  """
+  queue = collections.deque()
+
+  def enqueue(n):
+    for local in itertools.islice(iterator, n):
+      queue.append({k: jax.make_array_from_process_local_data(sharding, v)
+                    for k, v in local.items()})
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
 
 
 def _check_divisible(config: ml_collections.ConfigDict, field: str, num_devices: int) -> None:
@@ -175,6 +208,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     create_model(config).kept_stages()  # the ablation switches fit together
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
+  if '://' in config.get('decoded_cache_dir', ''):
+    raise ConfigError(f'config.decoded_cache_dir={config.decoded_cache_dir}: use a local '
+                      'folder (the cache is memory-mapped)')
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
@@ -310,7 +346,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   train_iter = input_pipeline.train_iterator(
       config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
       crop_size=config.crop_size, seed=config.seed, start_step=start_step,
-      patch=config.train_patch)
+      patch=config.train_patch,
+      decoded_cache=config.get('decoded_cache_dir') or None, dtype='uint8')
+  device_batches = prefetch_to_device(train_iter, data_sharding)
 
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, config=config,
@@ -339,10 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local = next(train_iter)
-        batch = {k: jax.make_array_from_process_local_data(data_sharding, v)
-                 for k, v in local.items()}
-        state, update = step_fn(state, batch)
+        state, update = step_fn(state, next(device_batches))
         train_metrics = update if train_metrics is None else train_metrics.merge(update)
         step_losses.append((step, update.loss.total))
       for hook in hooks:
