@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         save(step)
       writer.flush()
       if preempted:
-        logging.warning('Preemption (SIGTERM): saved step %d; exiting', step)
+        logging.warning('SIGTERM: saved step %d; exiting', step)
         break
   finally:
     latest.wait_until_finished()

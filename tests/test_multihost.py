@@ -189,14 +189,14 @@ def preempted(two, tmp_path_factory, cache):
   job = Job(workdir, two[1], *LONG, cache=cache, name='sigterm')
   job.wait_for(lambda: '[1] train_' in job.out(1), 'step 1')
   job.procs[1].send_signal(signal.SIGTERM)
-  codes = job.wait()
+  codes = job.wait(timeout=300)  # a save and an exit
   return workdir, job, codes
 
 
 def test_sigterm_to_one_process_saves_one_step_everywhere(preempted):
   workdir, job, codes = preempted
   assert codes == [0, 0], job.tails()
-  saved = [re.findall(r'Preemption \(SIGTERM\): saved step (\d+)', job.out(i))
+  saved = [re.findall(r'SIGTERM: saved step (\d+)', job.out(i))
            for i in (0, 1)]
   assert saved[0] == saved[1] and len(saved[0]) == 1, job.tails()
   step = int(saved[0][0])
@@ -275,3 +275,12 @@ def test_bad_launch_flags_are_one_line(tmp_path, args, message):
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_config_error_ends_every_process_with_one_line(tmp_path):
+  job = Job(tmp_path / 'work', tmp_path / 'data', '--config.crop_size=30',
+            name='bad')
+  assert all(code != 0 for code in job.wait(timeout=300)), job.tails()
+  assert job.out(0).strip().splitlines()[-1] == (
+      'error: config.crop_size=30 must be a positive multiple of 8')
+  assert not os.path.exists(tmp_path / 'work' / 'checkpoints')
