@@ -68,7 +68,8 @@ def _launch_error() -> str | None:
       return f'--num_processes={FLAGS.num_processes} must be at least 1'
     if not 0 <= FLAGS.process_id < FLAGS.num_processes:
       return (f'--process_id={FLAGS.process_id} must be in 0 .. '
-              f'{FLAGS.num_processes - 1} (--num_processes={FLAGS.num_processes})')
+              f'{FLAGS.num_processes - 1} '
+              f'(--num_processes={FLAGS.num_processes})')
   if FLAGS.heartbeat_timeout < 1:
     return f'--heartbeat_timeout={FLAGS.heartbeat_timeout} must be at least 1'
   return None
@@ -80,12 +81,13 @@ def _initialize_distributed() -> None:
   if not explicit and not _is_multihost():
     return
   if 'cpu' in (jax.config.jax_platforms or '').split(','):
-    # Cross-process collectives on the CPU (jax 0.10.2's default, made explicit).
+    # Cross-process collectives on the CPU (jax 0.10.2's default, explicit).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs = dict(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
   if explicit:
     kwargs.update(coordinator_address=FLAGS.coordinator_address,
-                  num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                  num_processes=FLAGS.num_processes,
+                  process_id=FLAGS.process_id,
                   cluster_detection_method='deactivate')
   try:
     jax.distributed.initialize(**kwargs)
@@ -103,10 +105,11 @@ def _log_start(config) -> None:
   field = 'batch_size' if FLAGS.mode == 'train' else 'eval_batch_size'
   batch, n = config[field], jax.device_count()
   per_device = str(batch // n) if batch % n == 0 else f'{batch}/{n}'
-  logging.info('%s: %d x %s (%d per process), process %d of %d; %s %d global, '
-               '%s per device', jax.default_backend(), n, jax.devices()[0].device_kind,
-               jax.local_device_count(), jax.process_index(), jax.process_count(),
-               field, batch, per_device)
+  logging.info('%s: %d x %s (%d per process), process %d of %d; '
+               '%s %d global, %s per device', jax.default_backend(), n,
+               jax.devices()[0].device_kind, jax.local_device_count(),
+               jax.process_index(), jax.process_count(), field, batch,
+               per_device)
 
 
 def main(argv):

@@ -3,7 +3,9 @@ collectives) run main.py with the tiny config: end to end against one process
 with two devices, SIGTERM to one of them, kill -9 of one of them, and a missing
 dataset that only process 0 builds.
 
-The jobs share a persistent compilation cache, so only the first compiles.
+The jobs share a persistent compilation cache: after the first job, process 0
+loads its programs from it (process 1 compiles: on the CPU its cache keys
+differ from process 0's, and JAX writes the cache from process 0 only).
 """
 import glob
 import json
@@ -42,12 +44,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _no_core_dumps():
-  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the survivors abort
-
-
 class Job:
-  """main.py as `num_processes` local processes of `devices` CPU devices each."""
+  """main.py as `num_processes` local processes of `devices` CPU devices."""
 
   def __init__(self, workdir, data_dir, *args, num_processes=2, devices=1,
                cache=None, name='job'):
@@ -70,8 +68,7 @@ class Job:
             [sys.executable, 'main.py', '--config=configs/tiny.py',
              f'--workdir={workdir}', f'--config.data_dir={data_dir}', *launch,
              *([f'--process_id={i}'] if launch else []), *args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_no_core_dumps))
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
   def out(self, i: int) -> str:
     with open(self.logs[i]) as f:
@@ -81,10 +78,12 @@ class Job:
     return '\n'.join(f'--- process {i}:\n{self.out(i)[-2500:]}'
                      for i in range(len(self.procs)))
 
-  def wait_for(self, condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
+  def wait_for(self, condition, what: str,
+               timeout: float = JOB_TIMEOUT) -> None:
     deadline = time.time() + timeout
     while not condition():
-      if time.time() > deadline or any(p.poll() is not None for p in self.procs):
+      ended = any(p.poll() is not None for p in self.procs)
+      if ended or time.time() > deadline:
         self.kill()
         pytest.fail(f'waiting for {what}:\n{self.tails()}')
       time.sleep(0.1)
@@ -127,6 +126,15 @@ def _assert_same_params(a, b, **tolerance):
       np.testing.assert_array_equal(x, y)
 
 
+@pytest.fixture(scope='module', autouse=True)
+def no_core_dumps():
+  """The survivors of a dead process abort: no core files from the jobs."""
+  soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+  resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+  yield
+  resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+
+
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
   return tmp_path_factory.mktemp('jax_cache')
@@ -164,12 +172,15 @@ def test_two_processes_train_like_one_with_two_devices(two, one):
   assert len(os.listdir(workdir / 'best')) == 1
   assert len(glob.glob(str(workdir / 'events.out.tfevents.*'))) == 1
   folder = workdir / 'eval' / TEST_DATASET
-  assert sorted(os.listdir(folder)) == ['grid.png', 'per_image.csv', 'summary.json']
+  assert sorted(os.listdir(folder)) == [
+      'grid.png', 'per_image.csv', 'summary.json']
   summary = json.loads((folder / 'summary.json').read_text())
-  single = json.loads((one / 'eval' / TEST_DATASET / 'summary.json').read_text())
+  single = json.loads(
+      (one / 'eval' / TEST_DATASET / 'summary.json').read_text())
   assert summary.keys() == single.keys() and summary['num_images'] == 6
   for k, v in single.items():
-    assert summary[k] == (v if isinstance(v, str) else pytest.approx(v, abs=1e-4)), k
+    expected = v if isinstance(v, str) else pytest.approx(v, abs=1e-4)
+    assert summary[k] == expected, k
 
 
 def test_missing_dataset_is_built_once_by_process_0(two):
