@@ -273,17 +273,56 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState,
                     params={'net': restored['params'], 'trust': train['trust']})
 
 
+DATASET_BARRIER_TIMEOUT_S = 3600
+_barriers = itertools.count()  # a new barrier name per call
+
+
 def prepare_datasets(config, specs: Sequence[str]) -> None:
-  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing."""
+  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing.
+
+  Process 0 builds; the others wait for it at a barrier of the coordination
+  service (a process that dies meanwhile ends the job), then all check.
+  """
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  for spec in specs:
+  for spec in specs if jax.process_index() == 0 else ():
     name, _ = input_pipeline.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
       input_pipeline.prepare_synthetic(spec, _data_dir(config))
+  ocp.multihost.get_barrier_sync_fn()(
+      key=f'fcn_jax_datasets_{next(_barriers)}',
+      timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000)
+  for spec in specs:
     try:
       input_pipeline.check_dataset(spec, _data_dir(config))
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+class _Preemption:
+  """Whether to save and stop at a step because of SIGTERM.
+
+  In a job of several processes, JAX's preemption notifier (installed by
+  `jax.distributed.initialize`) catches SIGTERM on whichever process gets it
+  and the preemption sync point picks one step at which every process returns
+  True; a Python SIGTERM handler would displace that notifier, so none is
+  installed. A single process has no notifier: a Python handler sets a flag.
+  Call `__call__` at every step on every process.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self._manager = manager
+    self._flag: list[bool] = []
+    self._previous = None
+    if not jax.distributed.is_initialized():
+      self._previous = signal.signal(signal.SIGTERM,
+                                     lambda *_: self._flag.append(True))
+
+  def __call__(self, step: int) -> bool:
+    return self._manager.reached_preemption(step) or bool(self._flag)
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 # ----------------------------------------------------------------------------
@@ -367,8 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                           **({'metrics': metrics_} if metrics_ else {})},
                     metrics=metrics_)
 
-  preempted = []
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  preemption = _Preemption(latest)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
@@ -382,9 +420,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         step_losses.append((step, update.loss.total))
       for hook in hooks:
         hook(step)
+      preempted = preemption(step)  # at every step: the sync point needs it
       log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
       checkpoint_now = (step % config.checkpoint_every_steps == 0 or preempted
-                        or step == config.num_train_steps or latest.reached_preemption(step))
+                        or step == config.num_train_steps)
       eval_now = is_eval_step(config, step) and config.eval_datasets
       if log_now or checkpoint_now or eval_now:
         _check_finite(step_losses)
@@ -429,7 +468,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   finally:
     latest.wait_until_finished()
     best.wait_until_finished()
-    signal.signal(signal.SIGTERM, previous_handler)
+    preemption.close()
     writer.flush()
   return state
 
