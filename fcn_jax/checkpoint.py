@@ -4,7 +4,8 @@ A workdir holds two Orbax CheckpointManagers:
   DIR/checkpoints/<step>/   the latest state (training: every
                             `checkpoint_every_steps` and on SIGTERM; the
                             converter: step 0)
-  DIR/best/<step>/          the best state by evaluation PSNR (training)
+  DIR/best/<step>/          the best state by evaluation (training,
+                            `config.best_rule`)
 Each step holds the items
   params   the FCN parameters
   config   the run's config as JSON; `config['model']` rebuilds the FCN
@@ -66,6 +67,53 @@ def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
   if train is not None:
     items['train'] = ocp.args.StandardSave(train)
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+
+def split_train_state(state: Any) -> tuple[Any, dict]:
+  """(params, train) items of a training state (`fcn_jax.train.TrainState`)."""
+  return state.params['net'], {'step': state.step,
+                               'trust': state.params['trust'],
+                               'opt_state': state.opt_state}
+
+
+def save_train_state(manager: ocp.CheckpointManager, state: Any, *,
+                     config: dict, batch_size: int,
+                     metrics: Optional[dict] = None) -> None:
+  """Saves a training state at its step, with the data position and metrics."""
+  step = int(state.step)
+  params, train = split_train_state(state)
+  meta = {'samples_seen': step * batch_size,
+          **({'metrics': metrics} if metrics else {})}
+  save(manager, step, params=params, train=train, config=config, meta=meta,
+       metrics=metrics)
+
+
+def restore_train_state(manager: ocp.CheckpointManager, abstract: Any,
+                        sharding: jax.sharding.Sharding,
+                        step: Optional[int] = None) -> Any:
+  """The training state saved at `step` (default: the latest), placed with
+  `sharding`; `abstract` (e.g. from `jax.eval_shape`) gives its structure."""
+  step = manager.latest_step() if step is None else step
+  target = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      abstract)
+  params, train = split_train_state(target)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(params),
+      train=ocp.args.StandardRestore(train)))
+  train = restored['train']
+  return abstract.replace(
+      step=train['step'], opt_state=train['opt_state'],
+      params={'net': restored['params'], 'trust': train['trust']})
+
+
+def best_metrics(manager: ocp.CheckpointManager) -> Optional[dict]:
+  """The metrics stored with the manager's latest step (None without one)."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  return manager.restore(step, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))['meta'].get('metrics')
 
 
 def find(workdir: str) -> tuple[str, int]:

@@ -255,24 +255,6 @@ def _abstract_state(config, model, tx, rng) -> TrainState:
   return jax.eval_shape(lambda r: create_train_state(r, model, tx, config), rng)
 
 
-def _split_for_checkpoint(state: TrainState) -> tuple[Any, dict]:
-  return state.params['net'], {'step': state.step, 'trust': state.params['trust'],
-                               'opt_state': state.opt_state}
-
-
-def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState,
-                  sharding) -> TrainState:
-  """The train state saved at `step`, placed with `sharding`."""
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        abstract)
-  params, train = _split_for_checkpoint(target)
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(params), train=ocp.args.StandardRestore(train)))
-  train = restored['train']
-  return TrainState(step=train['step'], opt_state=train['opt_state'],
-                    params={'net': restored['params'], 'trust': train['trust']})
-
-
 DATASET_BARRIER_TIMEOUT_S = 3600
 _barriers = itertools.count()  # a new barrier name per call
 
@@ -357,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   best = checkpoint.make_manager(workdir, checkpoint.BEST)
   config_json = config.to_dict()
   if latest.latest_step() is not None:
-    state = restore_state(latest, latest.latest_step(), abstract, replicated)
+    state = checkpoint.restore_train_state(latest, abstract, replicated)
     logging.info('Resumed from %s at step %d', latest.directory, int(state.step))
   else:
     state = jax.jit(lambda r: create_train_state(r, model, tx, config),
@@ -372,10 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
           state.params))
   start_step = int(state.step)
-  best_metrics = None
-  if best.latest_step() is not None:
-    best_metrics = best.restore(best.latest_step(), args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))['meta'].get('metrics')
+  best_metrics = checkpoint.best_metrics(best)
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
     writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
@@ -399,12 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   eval_step = evaluation.make_eval_step(
       model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
 
-  def save(step: int, mngr=latest, metrics_=None):
-    params, train = _split_for_checkpoint(state)
-    checkpoint.save(mngr, step, params=params, train=train, config=config_json,
-                    meta={'samples_seen': step * config.batch_size,
-                          **({'metrics': metrics_} if metrics_ else {})},
-                    metrics=metrics_)
+  save = functools.partial(checkpoint.save_train_state, config=config_json,
+                           batch_size=config.batch_size)
 
   preemption = _Preemption(latest)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
@@ -454,13 +429,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           if is_new_best(config.best_rule, summaries[0], best_metrics):
             best_metrics = {k: summaries[0][k]
                             for k in ('psnr', 'ssim_matlab', 'dataset')}
-            save(step, best, best_metrics)
+            save(best, state, metrics=best_metrics)
       if checkpoint_now:
         if not _all_finite(state.params):
           raise NonFiniteLossError(
               f'the parameters became NaN or Inf by step {step}; training stopped, '
               'the last checkpoint saved before it is intact')
-        save(step)
+        save(latest, state)
       writer.flush()
       if preempted:
         logging.warning('SIGTERM: saved step %d; exiting', step)

@@ -32,7 +32,7 @@ def workdir(tmp_path_factory):
   state = jax.jit(lambda k: train.create_train_state(
       k, model, train.create_optimizer(config), config))(jax.random.key(0))
   # pylint: disable-next=protected-access
-  params, train_items = train._split_for_checkpoint(
+  params, train_items = checkpoint.split_train_state(
       state.replace(step=state.step + STEP))
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)

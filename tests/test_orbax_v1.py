@@ -37,7 +37,7 @@ def saved(tmp_path_factory):
       k, model, train.create_optimizer(config), config))(jax.random.key(0))
   state = state.replace(step=state.step + STEP)
   # pylint: disable-next=protected-access
-  params, train_items = train._split_for_checkpoint(state)
+  params, train_items = checkpoint.split_train_state(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
   checkpoint.save(mngr, STEP, params=params, train=train_items,
