@@ -13,7 +13,7 @@ import pytest
 
 import fcn_jax
 from fcn_jax import checkpoint
-from fcn_jax import inference
+from fcn_jax import image_io
 from fcn_jax import predict
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
@@ -167,7 +167,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(Image.Image, 'save', fail)
   with pytest.raises(KeyboardInterrupt):
-    inference.write_png(str(target), np.zeros((4, 4, 3), np.uint8))
+    image_io.write_png(str(target), np.zeros((4, 4, 3), np.uint8))
   assert os.listdir(tmp_path) == ['x.png'] and target.read_bytes() == b'old'
 
 
