@@ -165,7 +165,8 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(Image.Image, 'save', fail)
+  # After the PNG is in the temporary file, before it replaces the old one.
+  monkeypatch.setattr(os, 'fsync', fail)
   with pytest.raises(KeyboardInterrupt):
     image_io.write_png(str(target), np.zeros((4, 4, 3), np.uint8))
   assert os.listdir(tmp_path) == ['x.png'] and target.read_bytes() == b'old'
