@@ -4,6 +4,7 @@ Paths may be any etils.epath path (local or gs://). Images in memory are HxWx3
 float32 in [0, 1] (`to_float_rgb`, `read_image`) or uint8 (`to_uint8`,
 `write_png`); every file is written atomically (`write_atomic`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +32,10 @@ def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, bool]:
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[:, :, None]
-  if (image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4)
-      or not image.size):
-    raise ValueError('expected an HxW, HxWx3 or HxWx4 image, got shape '
-                     f'{image.shape}')
+  if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or not image.size:
+    raise ValueError(
+      f'expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}'
+    )
   if image.dtype == np.uint8:
     scale, integer = 255, True
   elif image.dtype == np.uint16:
@@ -43,7 +44,8 @@ def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, bool]:
     scale, integer = 1, False
   else:
     raise TypeError(
-        f'expected a uint8, uint16 or float image, got {image.dtype}')
+      f'expected a uint8, uint16 or float image, got {image.dtype}'
+    )
   image = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1]
   image = np.broadcast_to(image, image.shape[:2] + (3,))
   return image.astype(np.float32) / np.float32(scale), integer
@@ -104,5 +106,6 @@ def write_png(path: epath.PathLike, image: np.ndarray) -> None:
   """Writes a uint8 HxWx3 image as an RGB PNG, atomically (`write_atomic`)."""
   buffer = io.BytesIO()
   Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(
-      buffer, format='PNG')
+    buffer, format='PNG'
+  )
   write_atomic(path, buffer.getvalue())
