@@ -7,6 +7,10 @@ padding to a multiple of 8 inside XLA) and scored by XLA-compiled PSNR and both
 SSIM conventions, for the restored and the blurry image. Writes
 `<out_dir>/<dataset>/summary.json` and `per_image.csv` (and the restored PNGs
 when asked).
+
+`evaluate_all` evaluates every dataset of a config (the training loop and
+--mode=eval both call it); `evaluate_dataset` is `collect`, `summarise` and
+`write` of one dataset.
 """
 from __future__ import annotations
 
