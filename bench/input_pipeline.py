@@ -1,10 +1,12 @@
 """Throughput of the training input pipeline (images/s) on this machine.
 
 Builds (once) a `synthetic_blur` dataset of full-size 720x1280 pairs from
-procedural photos in --data_dir (default: a temporary folder), then times
-`fcn_jax.input_pipeline.train_iterator` at steady state, and times its stages
-alone (record fetch, PNG decoding, crop + augmentation) on one thread to show
-what dominates.
+procedural photos in --data_dir (default: a temporary folder) and its decoded
+cache in --cache_dir, then times `fcn_jax.input_pipeline.train_iterator` at
+steady state in one run on both paths: decoding two PNGs per sample (float32
+batches, and uint8 as the trainer asks) and reading the decoded cache (uint8),
+with the speed-up of the cache. It also times the stages alone (record fetch,
+PNG decoding, cache view, crop + augmentation) on one thread.
 
   python bench/input_pipeline.py --batch_size=16 --crop=256 --seconds=30
 """
@@ -47,7 +49,8 @@ def build(data_dir: str, photos: int, crops_per_photo: int) -> None:
           ' s')
 
 
-def stage_times(spec: str, data_dir: str, crop: int, n: int = 20) -> None:
+def stage_times(spec: str, data_dir: str, crop: int,
+                cache_dir: str | None = None, n: int = 20) -> None:
   """Per-image time of each stage, on one thread (eager TF ops)."""
   source = ip._source(spec, data_dir)  # pylint: disable=protected-access
   raws = [source[i % len(source)] for i in range(n)]
@@ -72,6 +75,36 @@ def stage_times(spec: str, data_dir: str, crop: int, n: int = 20) -> None:
   print(f'one thread, per pair ({mb:.1f} MiB record): fetch {fetch * 1e3:.1f}'
         f' ms, parse + 2 PNG decodes {dec * 1e3:.1f} ms, crop + augment'
         f' {aug * 1e3:.1f} ms  (~{1 / (fetch + dec + aug):.0f} pairs/s/core)')
+  if cache_dir:
+    # pylint: disable-next=protected-access
+    view = tf.function(ip._cached_pairs(spec, data_dir, cache_dir))
+    view(tf.constant(0, tf.int64))
+    start = time.perf_counter()
+    for i in range(n):
+      view(tf.constant(i % len(source), tf.int64))
+    cached = (time.perf_counter() - start) / n
+    print('one thread, per pair from the decoded cache: view'
+          f' {cached * 1e3:.1f} ms, crop + augment {aug * 1e3:.1f} ms'
+          f'  (~{1 / (cached + aug):.0f} pairs/s/core)')
+
+
+def throughput(name: str, batches, batch_size: int, warmup: int,
+               seconds: float) -> float:
+  """Images/s of `batches` at steady state; prints one line."""
+  for _ in range(warmup):
+    next(batches)
+  count, start, cpu = 0, time.perf_counter(), time.process_time()
+  while time.perf_counter() - start < seconds:
+    next(batches)
+    count += 1
+  elapsed = time.perf_counter() - start
+  cpu = time.process_time() - cpu  # All threads of this process.
+  images = count * batch_size
+  print(f'{name}: {images / elapsed:.1f} images/s ({elapsed / count * 1e3:.0f}'
+        f' ms per batch of {batch_size}, {count} batches in {elapsed:.1f} s);'
+        f' {cpu / elapsed:.2f} cores busy, {images / cpu:.1f} images per'
+        f' CPU-second; load average {os.getloadavg()[0]:.1f}')
+  return images / elapsed
 
 
 def main() -> None:
@@ -86,36 +119,44 @@ def main() -> None:
   parser.add_argument('--seconds', type=float, default=20.0)
   parser.add_argument('--warmup', type=int, default=5,
                       help='Batches before timing.')
+  parser.add_argument('--cache_dir', default=None,
+                      help='Folder of the decoded cache (default: a temporary'
+                      ' folder).')
   parser.add_argument('--photos', type=int, default=8)
   parser.add_argument('--crops_per_photo', type=int, default=4)
   args = parser.parse_args()
 
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = args.data_dir or tmp
+    cache_dir = args.cache_dir or os.path.join(tmp, 'decoded')
     spec = args.dataset or f'synthetic_blur/{CONFIG}:train'
     if args.dataset is None:
       build(data_dir, args.photos, args.crops_per_photo)
     print(f'{spec}: {ip.num_examples(spec, data_dir)} examples; batch'
           f' {args.batch_size}, crop {args.crop}; {os.cpu_count()} CPUs')
-    stage_times(spec, data_dir, args.crop)
-    batches = ip.train_iterator(
-        spec, data_dir, global_batch_size=args.batch_size, crop_size=args.crop,
-        seed=0, process_index=0, process_count=1)
-    for _ in range(args.warmup):
-      next(batches)
-    count, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < args.seconds:
-      next(batches)
-      count += 1
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu  # All threads of this process.
-    images = count * args.batch_size
-    print(f'train_iterator: {images / elapsed:.1f} images/s'
-          f' ({elapsed / count * 1e3:.0f} ms per batch of {args.batch_size},'
-          f' {count} batches in {elapsed:.1f} s); {cpu / elapsed:.2f} cores'
-          f' busy, {images / cpu:.1f} images per CPU-second; load average'
-          f' {os.getloadavg()[0]:.1f}')
-
+    start = time.perf_counter()
+    data_path, index = ip.build_decoded_cache(spec, data_dir, cache_dir)
+    pairs = len(index['shapes'])
+    print(f'decoded cache: {index["size"] / 2**20:.0f} MiB for {pairs} pairs'
+          f' ({index["size"] / pairs / 2**20:.2f} MiB per pair) in {data_path};'
+          f' ready in {time.perf_counter() - start:.1f} s')
+    stage_times(spec, data_dir, args.crop, cache_dir)
+    common = dict(global_batch_size=args.batch_size, crop_size=args.crop,
+                  seed=0, process_index=0, process_count=1)
+    rates = {}
+    for name, kwargs in (('png float32', {}),
+                         ('png uint8', dict(dtype='uint8')),
+                         ('cache uint8', dict(dtype='uint8',
+                                              decoded_cache=cache_dir))):
+      rates[name] = throughput(
+          f'train_iterator, {name}', ip.train_iterator(spec, data_dir,
+                                                       **common, **kwargs),
+          args.batch_size, args.warmup, args.seconds)
+    print(f'decoded cache vs PNG decoding: {rates["cache uint8"]:.1f} /'
+          f' {rates["png uint8"]:.1f} = x'
+          f'{rates["cache uint8"] / rates["png uint8"]:.1f} (uint8 batches);'
+          f' x{rates["cache uint8"] / rates["png float32"]:.1f} vs the float32'
+          ' PNG pipeline')
 
 if __name__ == '__main__':
   main()

@@ -42,6 +42,10 @@ def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
       save_interval_steps=0 if read_only else 1,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
+      # Its own barrier names: with several processes, `best` and `checkpoints`
+      # saving the same step at once must not meet at one barrier.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=kind),
       **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
   return ocp.CheckpointManager(absolute(workdir) / kind, options=options)
 

@@ -7,8 +7,10 @@ small and testable and import no TensorFlow: the input pipeline and clu's
 metric writers and periodic actions (which import TensorFlow) are imported only
 inside `train_and_evaluate` / `evaluate`.
 """
+import collections
 import functools
-import os  # pylint: disable=unused-import
+import itertools
+import os
 import signal
 from typing import Any, Optional, Sequence
 
@@ -114,8 +116,12 @@ class TrainMetrics(clu_metrics.Collection):
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
-  """One Adam step on the trust-weighted loss of the three stage images."""
+  """One Adam step on the trust-weighted loss of the three stage images.
+
+  The images may be float in [0, 1] or uint8 in [0, 255] (converted here).
+  """
   cfg = config.loss
+  batch = {k: to_unit_float(batch[k]) for k in ('blur', 'sharp')}
 
   def loss_fn(params):
     outputs = model.apply({'params': params['net']}, batch['blur'])
@@ -139,6 +145,33 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
       **{f'loss_{s}': per_stage[i] for i, s in enumerate(STAGES)},
       **{f'trust_{s}': ratios[i] for i, s in enumerate(STAGES)})
   return new_state, TrainMetrics.single_from_model_output(**outputs)
+
+
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 images in [0, 255] -> float32 in [0, 1]; float images as they are."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images
+
+
+def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2):
+  """Yields the host batches of `iterator` as device arrays, `size` at a time.
+
+  Each host's part becomes one global array (`make_array_from_process_local_data`);
+  the transfers are asynchronous, so they overlap the steps still running (the
+  deque pattern of `flax.jax_utils.prefetch_to_device`, for `jit` shardings).
+  """
+  queue = collections.deque()
+
+  def enqueue(n):
+    for local in itertools.islice(iterator, n):
+      queue.append({k: jax.make_array_from_process_local_data(sharding, v)
+                    for k, v in local.items()})
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
 
 
 def _check_divisible(config: ml_collections.ConfigDict, field: str, num_devices: int) -> None:
@@ -176,6 +209,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     create_model(config).kept_stages()  # the ablation switches fit together
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
+  if '://' in config.get('decoded_cache_dir', ''):
+    raise ConfigError(f'config.decoded_cache_dir={config.decoded_cache_dir}: use a local '
+                      'folder (the cache is memory-mapped)')
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
@@ -238,17 +274,56 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState,
                     params={'net': restored['params'], 'trust': train['trust']})
 
 
+DATASET_BARRIER_TIMEOUT_S = 3600
+_barriers = itertools.count()  # a new barrier name per call
+
+
 def prepare_datasets(config, specs: Sequence[str]) -> None:
-  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing."""
+  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing.
+
+  Process 0 builds; the others wait for it at a barrier of the coordination
+  service (a process that dies meanwhile ends the job), then all check.
+  """
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  for spec in specs:
+  for spec in specs if jax.process_index() == 0 else ():
     name, _ = input_pipeline.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
       input_pipeline.prepare_synthetic(spec, _data_dir(config))
+  ocp.multihost.get_barrier_sync_fn()(
+      key=f'fcn_jax_datasets_{next(_barriers)}',
+      timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000)
+  for spec in specs:
     try:
       input_pipeline.check_dataset(spec, _data_dir(config))
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+class _Preemption:
+  """Whether to save and stop at a step because of SIGTERM.
+
+  In a job of several processes, JAX's preemption notifier (installed by
+  `jax.distributed.initialize`) catches SIGTERM on whichever process gets it
+  and the preemption sync point picks one step at which every process returns
+  True; a Python SIGTERM handler would displace that notifier, so none is
+  installed. A single process has no notifier: a Python handler sets a flag.
+  Call `__call__` at every step on every process.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self._manager = manager
+    self._flag: list[bool] = []
+    self._previous = None
+    if not jax.distributed.is_initialized():
+      self._previous = signal.signal(signal.SIGTERM,
+                                     lambda *_: self._flag.append(True))
+
+  def __call__(self, step: int) -> bool:
+    return self._manager.reached_preemption(step) or bool(self._flag)
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 # ----------------------------------------------------------------------------
@@ -311,7 +386,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   train_iter = input_pipeline.train_iterator(
       config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
       crop_size=config.crop_size, seed=config.seed, start_step=start_step,
-      patch=config.train_patch)
+      patch=config.train_patch,
+      decoded_cache=config.get('decoded_cache_dir') or None, dtype='uint8')
+  device_batches = prefetch_to_device(train_iter, data_sharding)
 
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, config=config,
@@ -329,8 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                           **({'metrics': metrics_} if metrics_ else {})},
                     metrics=metrics_)
 
-  preempted = []
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  preemption = _Preemption(latest)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
@@ -339,17 +415,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local = next(train_iter)
-        batch = {k: jax.make_array_from_process_local_data(data_sharding, v)
-                 for k, v in local.items()}
-        state, update = step_fn(state, batch)
+        state, update = step_fn(state, next(device_batches))
         train_metrics = update if train_metrics is None else train_metrics.merge(update)
         step_losses.append((step, update.loss.total))
       for hook in hooks:
         hook(step)
+      preempted = preemption(step)  # at every step: the sync point needs it
       log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
       checkpoint_now = (step % config.checkpoint_every_steps == 0 or preempted
-                        or step == config.num_train_steps or latest.reached_preemption(step))
+                        or step == config.num_train_steps)
       eval_now = is_eval_step(config, step) and config.eval_datasets
       if log_now or checkpoint_now or eval_now:
         _check_finite(step_losses)
@@ -383,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   finally:
     latest.wait_until_finished()
     best.wait_until_finished()
-    signal.signal(signal.SIGTERM, previous_handler)
+    preemption.close()
     writer.flush()
   return state
 

@@ -1,6 +1,7 @@
 """Tests of fcn_jax.input_pipeline on tiny datasets built once per module."""
 
 import itertools
+import os
 
 import numpy as np
 from PIL import Image
@@ -403,3 +404,53 @@ def test_resize_patches(data_dir):
 def _round_resize(image: np.ndarray, size: int) -> np.ndarray:
   return np.round(tf.image.resize(image.astype(np.float32), [size, size],
                                   antialias=True).numpy())
+
+
+@pytest.mark.parametrize('spec', [PIPE, 'mixed_shapes:test'])
+def test_decoded_cache_yields_the_png_batches(data_dir, tmp_path, spec):
+  cache = str(tmp_path / 'decoded')
+  for kwargs in (dict(dtype='float32'),
+                 dict(dtype='uint8', start_step=3, seed=5),
+                 dict(dtype='uint8', process_index=1, process_count=2)):
+    png = _take(_train(data_dir, spec, **kwargs), 4)
+    fast = _take(_train(data_dir, spec, decoded_cache=cache, **kwargs), 4)
+    for x, y in zip(png, fast):
+      for key in ('blur', 'sharp'):
+        assert x[key].dtype == y[key].dtype == np.dtype(kwargs['dtype'])
+        np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_uint8_batches_are_the_float_batches_rounded(data_dir):
+  floats = _take(_train(data_dir), 3)
+  uint8s = _take(_train(data_dir, dtype='uint8'), 3)
+  for x, y in zip(floats, uint8s):
+    for key in ('blur', 'sharp'):
+      assert y[key].dtype == np.uint8
+      np.testing.assert_array_equal(np.round(x[key] * 255), y[key])
+  with pytest.raises(ValueError, match='uint8'):
+    _train(data_dir, dtype='float16')
+
+
+def test_decoded_cache_holds_the_decoded_pairs_and_is_built_once(
+    data_dir, tmp_path):
+  spec = 'mixed_shapes:test'
+  cache = tmp_path / 'decoded'
+  path, index = ip.build_decoded_cache(spec, data_dir, str(cache))
+  data = np.fromfile(path, np.uint8)
+  for ex, offset, shape in zip(_stored(spec, data_dir), index['offsets'],
+                               index['shapes']):
+    pair = data[offset:offset + ex['blur'].size * 2].reshape(*shape, 6)
+    np.testing.assert_array_equal(pair[..., :3], ex['blur'])
+    np.testing.assert_array_equal(pair[..., 3:], ex['sharp'])
+  assert sorted(p.name for p in cache.iterdir()) == sorted(
+      [os.path.basename(path), os.path.basename(path)[:-3] + '.json'])
+  stamp = os.stat(path).st_mtime_ns
+  assert ip.build_decoded_cache(spec, data_dir, str(cache))[0] == path
+  assert os.stat(path).st_mtime_ns == stamp  # Reused, not rewritten.
+  # A truncated data file is not trusted: the cache is made again.
+  with open(path, 'r+b') as f:
+    f.truncate(10)
+  ip.build_decoded_cache(spec, data_dir, str(cache))
+  np.testing.assert_array_equal(np.fromfile(path, np.uint8), data)
+  with pytest.raises(ValueError, match='local folder'):
+    ip.build_decoded_cache(spec, data_dir, 'gs://bucket/decoded')

@@ -129,7 +129,9 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
-  out = run_main(workdir, data_dir)
+  # Resumed on the decoded cache: the same batches as the PNGs of the reference.
+  out = run_main(workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}')
+  assert list((tmp_path / 'decoded').glob('synthetic_blur_tiny_train-*.u8'))
   assert 'Resumed from' in out
   ours, step = final_params(workdir)
   theirs, _ = final_params(reference_run[0])
@@ -318,3 +320,52 @@ def test_train_metrics_average_losses_and_keep_the_last_ratios():
   for s in train.STAGES:
     np.testing.assert_allclose(values[f'loss_{s}'], 0.125)
     np.testing.assert_allclose(values[f'trust_{s}'], 0.7)
+
+
+def test_uint8_batches_train_like_float_batches():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class ThreeStages(nn.Module):  # A stand-in for FCN: one conv, three outputs.
+    @nn.compact
+    def __call__(self, x):
+      y = nn.Conv(3, (3, 3), use_bias=False)(x)
+      return y, 0.5 * y, 0.25 * y
+
+  config = tiny.get_config()
+  model = ThreeStages()
+  tx = train.create_optimizer(config)
+  params = {'net': model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))['params'],
+            'trust': train.initial_trust_logits(config)}
+  state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                           opt_state=tx.init(params))
+  rng = np.random.default_rng(0)
+  uint8 = {k: rng.integers(0, 256, (2, 16, 16, 3), np.uint8) for k in ('blur', 'sharp')}
+  floats = {k: np.float32(v) / np.float32(255) for k, v in uint8.items()}
+  step = jax.jit(lambda s, b: train.train_step(
+      s, b, model=model, tx=tx, config=config,
+      learning_rate_fn=train.create_learning_rate_fn(config)))
+  (a, ma), (b, mb) = step(state, uint8), step(state, floats)
+  for key in ('loss', 'psnr'):
+    assert float(ma.compute()[key]) == pytest.approx(float(mb.compute()[key]), rel=1e-6)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+  with pytest.raises(AssertionError):  # The same bytes read as floats train differently.
+    np.testing.assert_allclose(float(step(state, jax.tree.map(np.float32, uint8))[1].compute()[
+        'loss']), float(ma.compute()['loss']), rtol=1e-3)
+
+
+def test_prefetch_to_device_keeps_order_and_reads_ahead():
+  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec('data'))
+  batches = [{'blur': np.full((2, 4, 4, 3), i, np.uint8)} for i in range(5)]
+  pulled = []
+  source = (pulled.append(i) or b for i, b in enumerate(batches))
+  device = train.prefetch_to_device(source, sharding, size=2)
+  first = next(device)
+  assert pulled == [0, 1]  # The next batch is on its way while one is in use.
+  second = next(device)
+  assert pulled == [0, 1, 2]
+  out = [first, second] + list(device)
+  assert len(out) == 5
+  for i, batch in enumerate(out):
+    assert isinstance(batch['blur'], jax.Array) and batch['blur'].sharding == sharding
+    np.testing.assert_array_equal(batch['blur'], batches[i]['blur'])
