@@ -1,7 +1,7 @@
 """Benchmark: plain vs TLC vs x8 ensemble evaluation of one checkpoint.
 
 Evaluates the checkpoint `fcn_jax.checkpoint.find(--workdir)` picks on every
-image of --dataset at full resolution through `fcn_jax.evaluate.
+image of --dataset at full resolution through `fcn_jax.evaluation.
 evaluate_dataset` (all devices on one data axis, as --mode=eval does): plainly,
 with test-time local statistics (TLC) at each --tlc_sizes (the model's
 `tlc_train_size`), and with --ensemble also with the x8 geometric
@@ -26,7 +26,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from fcn_jax import checkpoint
-from fcn_jax import evaluate as evaluation
+from fcn_jax import evaluation
 from fcn_jax import train
 
 

@@ -14,24 +14,18 @@ images of many sizes share few compilations, and cropped back.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import math
-import os
-import secrets
 import time
 from typing import Any, Optional
 
-from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
-from PIL import ImageOps
 
 from fcn_jax import checkpoint
+from fcn_jax import image_io
 from fcn_jax import models
 
 Array = jax.Array
@@ -40,7 +34,6 @@ Params = Any
 Transform = tuple[bool, bool, bool]
 
 MULTIPLE = 8  # FCN halves the image three times (strips, quarters, U-Net levels)
-SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
 
 def pad_to_multiple(x: ArrayLike, multiple: int = MULTIPLE) -> ArrayLike:
@@ -256,80 +249,6 @@ def _restore_tiled_jit() -> Any:
                  compiler_options=models.compiler_options())
 
 
-def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, bool]:
-  """(HxWx3 float32 image in [0, 1], whether `image` was of an integer type).
-
-  Takes HxW or HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB) or HxWx4
-  (RGBA); alpha is dropped. uint8 is divided by 255, uint16 by 65535; floats
-  are taken to be in [0, 1] and are not clipped.
-  """
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = image[:, :, None]
-  if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or not image.size:
-    raise ValueError(f'expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}')
-  if image.dtype == np.uint8:
-    scale, integer = 255, True
-  elif image.dtype == np.uint16:
-    scale, integer = 65535, True
-  elif np.issubdtype(image.dtype, np.floating):
-    scale, integer = 1, False
-  else:
-    raise TypeError(f'expected a uint8, uint16 or float image, got {image.dtype}')
-  image = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1]
-  image = np.broadcast_to(image, image.shape[:2] + (3,))
-  return image.astype(np.float32) / np.float32(scale), integer
-
-
-def to_uint8(image: ArrayLike) -> np.ndarray:
-  """[0, 1] floats to uint8 as the release's test.py: clamp, then rint(x * 255).
-
-  (`skimage.img_as_ubyte` multiplies float32 by 255 and rounds half to even.)
-  """
-  image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
-  return np.rint(image * np.float32(255)).astype(np.uint8)
-
-
-def read_image(path: epath.PathLike) -> np.ndarray:
-  """An image file as HxWx3 float32 in [0, 1], in the orientation it displays in.
-
-  Any mode Pillow reads: 16-bit grayscale ('I;16'; also 'I', as older Pillows
-  read 16-bit PNGs, clipped to [0, 65535]) keeps its precision; everything
-  else (L, LA, P, RGBA, CMYK, ...) goes through Pillow's 8-bit RGB conversion,
-  which drops alpha. The EXIF orientation of photos is applied. (Pillow reads
-  16-bit RGB PNGs as 8-bit RGB.)
-  """
-  with epath.Path(path).open('rb') as f, Image.open(f) as im:
-    im = ImageOps.exif_transpose(im)
-    if im.mode in SIXTEEN_BIT_MODES:
-      return to_float_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))[0]
-    if im.mode in ('P', 'PA'):  # via RGBA: Pillow warns on P with transparency
-      im = im.convert('RGBA')
-    return np.asarray(im.convert('RGB'), np.float32) / np.float32(255)
-
-
-def write_png(path: epath.PathLike, image: np.ndarray) -> None:
-  """Writes a uint8 HxWx3 image as an RGB PNG, atomically.
-
-  The PNG goes to a hidden temporary file beside `path` that replaces `path`
-  once complete, so an interrupted write never leaves a truncated image
-  (`path` may be any etils.epath path, e.g. gs://).
-  """
-  path = epath.Path(path)
-  tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
-  try:
-    with tmp.open('wb') as f:
-      Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(f, format='PNG')
-      if isinstance(f, io.IOBase):  # a local file: on disk before the rename
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      tmp.unlink(missing_ok=True)
-    raise
-
-
 def check_bucket(bucket: int) -> None:
   """Raises ValueError unless bucket is a positive multiple of 8."""
   if bucket <= 0 or bucket % MULTIPLE:
@@ -411,21 +330,23 @@ class Deblurrer:
     return compiled
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
-    """Deblurs one image (shapes and dtypes as `to_float_rgb` takes them).
+    """Deblurs one image (shapes, dtypes as `image_io.to_float_rgb` takes).
 
     Returns:
-      HxWx3: uint8 if `image` was uint8 or uint16 (quantised as `to_uint8`),
-      else float32 in [0, 1].
+      HxWx3: uint8 if `image` was uint8 or uint16 (quantised as
+      `image_io.to_uint8`), else float32 in [0, 1].
     """
-    x, integer = to_float_rgb(image)
+    x, integer = image_io.to_float_rgb(image)
     h, w = x.shape[:2]
     x = pad_to_multiple(x, self.bucket)[None]
     y = np.asarray(self._executable(x)(self.params, x))[0, :h, :w]
-    return to_uint8(y) if integer else y
+    return image_io.to_uint8(y) if integer else y
 
   def deblur_file(self, in_path: str, out_path: str) -> None:
-    """Deblurs the image file `in_path` (see `read_image`) into an RGB 8-bit PNG."""
-    write_png(out_path, to_uint8(self(read_image(in_path))))
+    """Deblurs the image file `in_path` (see `image_io.read_image`) into an
+    RGB 8-bit PNG."""
+    image = image_io.read_image(in_path)
+    image_io.write_png(out_path, image_io.to_uint8(self(image)))
 
 
 def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,

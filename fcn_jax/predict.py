@@ -33,6 +33,7 @@ from PIL import Image
 import tqdm
 
 from fcn_jax import checkpoint
+from fcn_jax import image_io
 from fcn_jax import inference
 
 FLAGS = flags.FLAGS
@@ -176,18 +177,18 @@ def run(workdir: str, input_path: str, output_path: str, *,
   written = []
   for src, dst in tqdm.tqdm(pairs, unit='image', disable=not (progress and folder)):
     try:
-      image = inference.read_image(src)
+      image = image_io.read_image(src)
     except Exception as e:  # pylint: disable=broad-except
       raise PredictError(f'{src}: cannot read as an image ({type(e).__name__}: '
                          f'{e})') from None
     compiled = len(deblurrer.compilations)
-    sharp = inference.to_uint8(deblurrer(image))
+    sharp = image_io.to_uint8(deblurrer(image))
     if verbose and len(deblurrer.compilations) > compiled:
       shape, seconds = deblurrer.compilations[-1]
       tqdm.tqdm.write(f'{src}: compiled {"x".join(map(str, shape))} in '
                       f'{seconds:.1f} s', file=sys.stderr)
     try:
-      inference.write_png(dst, sharp)
+      image_io.write_png(dst, sharp)
     except OSError as e:
       raise PredictError(f'{dst}: cannot write ({e.strerror or e})') from None
     written.append(dst)

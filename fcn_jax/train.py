@@ -28,6 +28,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from fcn_jax import checkpoint
+from fcn_jax import evaluation
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax.models import FCN, compiler_options, init_params
@@ -374,7 +375,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       in_shardings=(state_sharding, data_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,),
       compiler_options=compiler_options())
-  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   eval_step = evaluation.make_eval_step(
       model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
 
@@ -409,22 +409,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_metrics = None
       if eval_now:
         with report.timed('eval'):
-          summaries = []
-          for spec in config.eval_datasets:
-            summary, images = evaluation.evaluate_dataset(
-                spec, _data_dir(config), state.params['net'], model, mesh,
-                global_batch_size=config.eval_batch_size, step_fn=eval_step,
-                num_triplets=config.num_eval_images_logged,
-                crop=config.eval.center_crop,
-                out_dir=(epath.Path(workdir) / 'eval'
-                         if step == config.num_train_steps else None))
-            summaries.append(summary)
-            name = spec.replace('/', '_').replace(':', '_')
-            writer.write_scalars(step, {f'eval_{name}_{k}': v for k, v in summary.items()
-                                        if isinstance(v, float)})
-            if images:
-              writer.write_images(step, {f'eval_{name}_blurry_restored_sharp':
-                                         np.stack(images)})
+          summaries = evaluation.evaluate_all(
+              config, state.params['net'], model, mesh, eval_step,
+              data_dir=_data_dir(config), writer=writer, step=step,
+              out_dir=(epath.Path(workdir) / 'eval'
+                       if step == config.num_train_steps else None))
           logging.info('step %d\n%s', step, evaluation.format_table(summaries))
           if is_new_best(config.best_rule, summaries[0], best_metrics):
             best_metrics = {k: summaries[0][k]
@@ -466,7 +455,6 @@ def _check_finite(step_losses: list) -> None:
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """--mode=eval: the best (or only) checkpoint of workdir on config.eval_datasets."""
-  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   _check_divisible(config, 'eval_batch_size', jax.device_count())
   if not config.eval_datasets:
     raise ConfigError('config.eval_datasets is empty: nothing to evaluate')
@@ -478,15 +466,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   prepare_datasets(config, config.eval_datasets)
   step_fn = evaluation.make_eval_step(
       model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
-  summaries = []
-  for spec in config.eval_datasets:
-    summary, _ = evaluation.evaluate_dataset(
-        spec, _data_dir(config), params, model, mesh,
-        global_batch_size=config.eval_batch_size, step_fn=step_fn,
-        out_dir=epath.Path(workdir) / 'eval', save_images=config.eval.save_images,
-        num_triplets=config.num_eval_images_logged,
-        crop=config.eval.center_crop)
-    summaries.append(summary)
+  summaries = evaluation.evaluate_all(
+      config, params, model, mesh, step_fn, data_dir=_data_dir(config),
+      out_dir=epath.Path(workdir) / 'eval',
+      save_images=config.eval.save_images)
   if jax.process_index() == 0:
     print(evaluation.format_table(summaries))
   return summaries

@@ -184,7 +184,7 @@ def test_four_devices_write_the_same_results(plain, template, data_dir, tmp_path
   workdir = new_workdir(template, tmp_path / 'four')
   proc = run_main(workdir, data_dir, '--config.eval_batch_size=4', devices=4)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert '4 local devices' in proc.stderr
+  assert '(4 per process)' in proc.stderr  # main.py's device line
   one, four = read_summary(plain[0]), read_summary(workdir)
   assert one['num_images'] == four['num_images'] == NUM_IMAGES
   for k in FIELDS:

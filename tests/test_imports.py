@@ -12,7 +12,8 @@ def test_core_modules_import_without_tensorflow():
       "sys.modules['tensorflow'] = None  # any import of it fails\n"
       "import fcn_jax, fcn_jax.models, fcn_jax.losses, fcn_jax.metrics\n"
       "import fcn_jax.cpu, fcn_jax.models.presets\n"
-      "import fcn_jax.train, fcn_jax.inference, fcn_jax.checkpoint, fcn_jax.evaluate\n"
+      "import fcn_jax.train, fcn_jax.inference, fcn_jax.checkpoint\n"
+      "import fcn_jax.evaluation, fcn_jax.image_io\n"
       "import fcn_jax.predict, fcn_jax.convert, fcn_jax.export\n"
       "assert callable(fcn_jax.train.train_step)\n"
       "print('ok')\n")

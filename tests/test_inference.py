@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import skimage
 
+from fcn_jax import image_io
 from fcn_jax import inference
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
@@ -278,8 +279,10 @@ def test_to_uint8_rounds_like_img_as_ubyte():
   x = np.concatenate([np.arange(256, dtype=np.float32) / 255,
                       (np.arange(255, dtype=np.float32) + 0.5) / 255,
                       np.random.default_rng(0).random(1000, np.float32)])
-  np.testing.assert_array_equal(inference.to_uint8(x), skimage.img_as_ubyte(x))
-  np.testing.assert_array_equal(inference.to_uint8(np.array([-0.5, 1.5])), [0, 255])
+  np.testing.assert_array_equal(image_io.to_uint8(x),
+                                skimage.img_as_ubyte(x))
+  np.testing.assert_array_equal(image_io.to_uint8(np.array([-0.5, 1.5])),
+                                [0, 255])
 
 
 def test_bucket_crops_back_exactly():

@@ -13,7 +13,7 @@ import pytest
 
 import fcn_jax
 from fcn_jax import checkpoint
-from fcn_jax import inference
+from fcn_jax import image_io
 from fcn_jax import predict
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
@@ -165,9 +165,10 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(Image.Image, 'save', fail)
+  # After the PNG is in the temporary file, before it replaces the old one.
+  monkeypatch.setattr(os, 'fsync', fail)
   with pytest.raises(KeyboardInterrupt):
-    inference.write_png(str(target), np.zeros((4, 4, 3), np.uint8))
+    image_io.write_png(str(target), np.zeros((4, 4, 3), np.uint8))
   assert os.listdir(tmp_path) == ['x.png'] and target.read_bytes() == b'old'
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import evaluation
 from fcn_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -279,7 +280,6 @@ def test_is_new_best(rule, new_bests):
 def test_paper_best_rule_and_resized_patches_in_a_run(data_dir, tmp_path,
                                                       monkeypatch):
   """best_rule='psnr_and_ssim' keeps the checkpoint it says (scripted)."""
-  from fcn_jax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   scores = iter(_EVALS)
 
   def scripted(spec, *args, **kwargs):
