@@ -21,19 +21,19 @@ crops back). Running it needs only `jax` and numpy, no flax and no fcn_jax:
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 
 from fcn_jax import checkpoint
+from fcn_jax import image_io
 
 FLAGS = flags.FLAGS
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -70,30 +70,13 @@ def export_restore(workdir: str,
 
 
 def _check_output(path: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(path):
+  target = epath.Path(path)
+  if target.is_dir():
     raise ExportError(f'{path}: is a folder')
-  if not os.path.isdir(directory):
-    raise ExportError(f'{path}: no such folder {directory}')
-  if not os.access(directory, os.W_OK):
-    raise ExportError(f'{path}: cannot write in {directory}')
-
-
-def write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to a hidden temporary file that then replaces `path`."""
-  directory = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(directory,
-                     f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
+  if not target.parent.is_dir():
+    raise ExportError(f'{path}: no such folder {target.parent}')
+  if '://' not in path and not os.access(target.parent, os.W_OK):
+    raise ExportError(f'{path}: cannot write in {target.parent}')
 
 
 def run(workdir: str, output: str,
@@ -117,7 +100,7 @@ def run(workdir: str, output: str,
   _check_output(output)
   exported = export_restore(workdir, platforms)
   try:
-    write_atomic(output, bytes(exported.serialize()))
+    image_io.write_atomic(output, bytes(exported.serialize()))
   except OSError as e:
     raise ExportError(f'{output}: cannot write ({e.strerror or e})') from None
   return exported

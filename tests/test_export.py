@@ -126,17 +126,3 @@ def test_cli_error_is_one_line(tmp_path):
       'checkpoints/<step>, written by main.py or fcn_jax.convert)']
   assert os.listdir(tmp_path) == []
 
-
-def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
-  target = tmp_path / 'fcn.jaxexport'
-  target.write_bytes(b'old')
-
-  def fail(fd):
-    raise OSError(5, 'I/O error')
-
-  monkeypatch.setattr(os, 'fsync', fail)
-  with pytest.raises(OSError):
-    export.write_atomic(str(target), b'new')
-  assert os.listdir(tmp_path) == ['fcn.jaxexport']
-  assert target.read_bytes() == b'old'
-
