@@ -9,6 +9,7 @@ Several processes (one per host, or one per GPU) form one job: on a TPU VM pod
 slice, under SLURM or Open MPI with --multihost (or auto-detected), elsewhere
 with --coordinator_address, --num_processes and --process_id on every process.
 """
+
 import os
 import sys
 import traceback
@@ -20,22 +21,40 @@ import jax
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                  'train (then evaluate), or only evaluate the best checkpoint.')
-flags.DEFINE_bool('multihost', None, 'Call jax.distributed.initialize() (default: '
-                  'when a coordinator, SLURM job, Open MPI job or TPU pod is '
-                  'configured in the environment).')
-flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0, the same on every process (with '
-                    '--num_processes and --process_id; no auto-detection).')
+flags.DEFINE_string(
+  'workdir', None, 'Directory for checkpoints, logs and results.'
+)
+flags.DEFINE_enum(
+  'mode',
+  'train',
+  ['train', 'eval'],
+  'train (then evaluate), or only evaluate the best checkpoint.',
+)
+flags.DEFINE_bool(
+  'multihost',
+  None,
+  'Call jax.distributed.initialize() (default: '
+  'when a coordinator, SLURM job, Open MPI job or TPU pod is '
+  'configured in the environment).',
+)
+flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'host:port of process 0, the same on every process (with '
+  '--num_processes and --process_id; no auto-detection).',
+)
 flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes-1.')
-flags.DEFINE_integer('heartbeat_timeout', 100,
-                     'Seconds after which a process that stopped answering '
-                     '(killed, lost) counts as dead and every other one stops '
-                     'with an error.')
-config_flags.DEFINE_config_file('config', None, 'A file in configs/.', lock_config=True)
+flags.DEFINE_integer(
+  'heartbeat_timeout',
+  100,
+  'Seconds after which a process that stopped answering '
+  '(killed, lost) counts as dead and every other one stops '
+  'with an error.',
+)
+config_flags.DEFINE_config_file(
+  'config', None, 'A file in configs/.', lock_config=True
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
@@ -44,10 +63,12 @@ _EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
 def _is_multihost() -> bool:
   if FLAGS.multihost is not None:
     return FLAGS.multihost
-  return ('JAX_COORDINATOR_ADDRESS' in os.environ
-          or ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
-          or int(os.environ.get('SLURM_NTASKS', '1')) > 1
-          or int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
+  return (
+    'JAX_COORDINATOR_ADDRESS' in os.environ
+    or ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+    or int(os.environ.get('SLURM_NTASKS', '1')) > 1
+    or int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+  )
 
 
 def _launch_error() -> str | None:
@@ -55,21 +76,26 @@ def _launch_error() -> str | None:
   given = [f for f in _EXPLICIT if FLAGS[f].value is not None]
   if given and len(given) < len(_EXPLICIT):
     missing = ', '.join(f'--{f}' for f in _EXPLICIT if f not in given)
-    return (f'{", ".join(f"--{f}" for f in given)} needs {missing} too (give '
-            'all three, or none to auto-detect the cluster)')
+    return (
+      f'{", ".join(f"--{f}" for f in given)} needs {missing} too (give '
+      'all three, or none to auto-detect the cluster)'
+    )
   if given and FLAGS.multihost is False:
     return '--nomultihost contradicts --coordinator_address'
   if given:
     host, _, port = FLAGS.coordinator_address.rpartition(':')
     if not host or not port.isdigit():
-      return (f'--coordinator_address={FLAGS.coordinator_address}: '
-              'expected host:port')
+      return (
+        f'--coordinator_address={FLAGS.coordinator_address}: expected host:port'
+      )
     if FLAGS.num_processes < 1:
       return f'--num_processes={FLAGS.num_processes} must be at least 1'
     if not 0 <= FLAGS.process_id < FLAGS.num_processes:
-      return (f'--process_id={FLAGS.process_id} must be in 0 .. '
-              f'{FLAGS.num_processes - 1} '
-              f'(--num_processes={FLAGS.num_processes})')
+      return (
+        f'--process_id={FLAGS.process_id} must be in 0 .. '
+        f'{FLAGS.num_processes - 1} '
+        f'(--num_processes={FLAGS.num_processes})'
+      )
   if FLAGS.heartbeat_timeout < 1:
     return f'--heartbeat_timeout={FLAGS.heartbeat_timeout} must be at least 1'
   return None
@@ -85,19 +111,25 @@ def _initialize_distributed() -> None:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs = dict(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
   if explicit:
-    kwargs.update(coordinator_address=FLAGS.coordinator_address,
-                  num_processes=FLAGS.num_processes,
-                  process_id=FLAGS.process_id,
-                  cluster_detection_method='deactivate')
+    kwargs.update(
+      coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id,
+      cluster_detection_method='deactivate',
+    )
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as e:  # Nothing detected: no coordinator, no process count.
-    sys.exit(f'error: --multihost: {e} No cluster (TPU VM pod slice, SLURM, '
-             'Open MPI) was detected; give --coordinator_address, '
-             '--num_processes and --process_id.')
+    sys.exit(
+      f'error: --multihost: {e} No cluster (TPU VM pod slice, SLURM, '
+      'Open MPI) was detected; give --coordinator_address, '
+      '--num_processes and --process_id.'
+    )
   except Exception as e:  # pylint: disable=broad-except
-    sys.exit('error: jax.distributed.initialize failed: '
-             + (str(e).strip().splitlines() or [type(e).__name__])[0])
+    sys.exit(
+      'error: jax.distributed.initialize failed: '
+      + (str(e).strip().splitlines() or [type(e).__name__])[0]
+    )
 
 
 def _log_start(config) -> None:
@@ -105,11 +137,19 @@ def _log_start(config) -> None:
   field = 'batch_size' if FLAGS.mode == 'train' else 'eval_batch_size'
   batch, n = config[field], jax.device_count()
   per_device = str(batch // n) if batch % n == 0 else f'{batch}/{n}'
-  logging.info('%s: %d x %s (%d per process), process %d of %d; '
-               '%s %d global, %s per device', jax.default_backend(), n,
-               jax.devices()[0].device_kind, jax.local_device_count(),
-               jax.process_index(), jax.process_count(), field, batch,
-               per_device)
+  logging.info(
+    '%s: %d x %s (%d per process), process %d of %d; '
+    '%s %d global, %s per device',
+    jax.default_backend(),
+    n,
+    jax.devices()[0].device_kind,
+    jax.local_device_count(),
+    jax.process_index(),
+    jax.process_count(),
+    field,
+    batch,
+    per_device,
+  )
 
 
 def main(argv):
@@ -121,9 +161,11 @@ def main(argv):
   _initialize_distributed()
   # Keep Orbax's per-file chatter out of the log; absl INFO stays for progress.
   logging.get_absl_logger().addFilter(
-      lambda record: f'{os.sep}orbax{os.sep}' not in record.pathname)
+    lambda record: f'{os.sep}orbax{os.sep}' not in record.pathname
+  )
   _log_start(FLAGS.config)
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+
   try:
     if FLAGS.mode == 'train':
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

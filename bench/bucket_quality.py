@@ -11,6 +11,7 @@ distinct padded sizes (each compiles once).
   python bench/bucket_quality.py --workdir=runs/demo --data_dir=runs/data \
       --dataset=synthetic_blur/mild:test --images=16 --buckets=8,64,128
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +51,23 @@ def main() -> None:
     for b in buckets:
       sizes[b].add((-h % b + h, -w % b + w))
       psnr[b].append(float(metrics.psnr(outs[b], sharp, max_value=255)))
-      levels[b] = max(levels[b], int(np.abs(
-          outs[b].astype(int) - outs[buckets[0]].astype(int)).max()))
+      levels[b] = max(
+        levels[b],
+        int(np.abs(outs[b].astype(int) - outs[buckets[0]].astype(int)).max()),
+      )
   base = np.array(psnr[buckets[0]])
   print(f'{len(base)} crops of {args.dataset}, {args.workdir}')
-  print(f'\n| bucket | PSNR dB | change vs {buckets[0]}: min / mean / max dB '
-        '| largest level difference | padded sizes |')
+  print(
+    f'\n| bucket | PSNR dB | change vs {buckets[0]}: min / mean / max dB '
+    '| largest level difference | padded sizes |'
+  )
   print('| --- | --- | --- | --- | --- |')
   for b in buckets:
     d = np.array(psnr[b]) - base
-    print(f'| {b} | {np.mean(psnr[b]):.4f} | {d.min():+.4f} / '
-          f'{d.mean():+.4f} / {d.max():+.4f} | {levels[b]} | {len(sizes[b])} |')
+    print(
+      f'| {b} | {np.mean(psnr[b]):.4f} | {d.min():+.4f} / '
+      f'{d.mean():+.4f} / {d.max():+.4f} | {levels[b]} | {len(sizes[b])} |'
+    )
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 class PlainCNN(nn.Module):
   """depth 3x3 convolutions of `width` channels with ReLUs; adds the input."""
+
   width: int
   depth: int
 
@@ -60,13 +61,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--width', type=int, default=32)
   parser.add_argument('--depth', type=int, default=8)
-  parser.add_argument('--learning_rate', type=float, default=None,
-                      help="Peak learning rate (default: the demo config's).")
+  parser.add_argument(
+    '--learning_rate',
+    type=float,
+    default=None,
+    help="Peak learning rate (default: the demo config's).",
+  )
   args = parser.parse_args(argv)
   config = demo.get_config()
-  if args.steps <= config.optimizer.warmup_steps or args.width < 1 or args.depth < 2:
-    parser.error(f'need --steps > {config.optimizer.warmup_steps} (the warm-up), '
-                 '--width >= 1 and --depth >= 2')
+  if (
+    args.steps <= config.optimizer.warmup_steps
+    or args.width < 1
+    or args.depth < 2
+  ):
+    parser.error(
+      f'need --steps > {config.optimizer.warmup_steps} (the warm-up), '
+      '--width >= 1 and --depth >= 2'
+    )
   config.data_dir = str(ROOT / config.data_dir)
   config.num_train_steps = args.steps
   if args.learning_rate:
@@ -81,37 +92,58 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   tx = train.create_optimizer(config)
   model = PlainCNN(args.width, args.depth)
   crop, batch = config.crop_size, config.batch_size
-  params = model.init(jax.random.key(config.seed), jnp.zeros((1, crop, crop, 3)))
+  params = model.init(
+    jax.random.key(config.seed), jnp.zeros((1, crop, crop, 3))
+  )
   opt_state = tx.init(params)
 
   @jax.jit
   def step(params, opt_state, blur, sharp):
     def loss_fn(p):
-      return losses.charbonnier(model.apply(p, blur), sharp, config.loss.charbonnier_eps)
+      return losses.charbonnier(
+        model.apply(p, blur), sharp, config.loss.charbonnier_eps
+      )
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
   @jax.jit
   def psnr(params, blur, sharp):
-    return metrics.image_metrics(jnp.clip(model.apply(params, blur), 0, 1), sharp)['psnr']
+    return metrics.image_metrics(
+      jnp.clip(model.apply(params, blur), 0, 1), sharp
+    )['psnr']
 
   def test_psnr(params) -> float:
-    return float(np.mean(np.concatenate([
-        psnr(params, test_blur[i:i + 8], test_sharp[i:i + 8])
-        for i in range(0, len(test_blur), 8)])))
+    return float(
+      np.mean(
+        np.concatenate(
+          [
+            psnr(params, test_blur[i : i + 8], test_sharp[i : i + 8])
+            for i in range(0, len(test_blur), 8)
+          ]
+        )
+      )
+    )
 
-  input_psnr = float(np.mean(metrics.image_metrics(test_blur, test_sharp)['psnr']))
-  print(f'{len(train_blur)} training and {len(test_blur)} test pairs; '
-        f'PlainCNN(width={args.width}, depth={args.depth}); blurry test PSNR '
-        f'{input_psnr:.3f} dB', flush=True)
+  input_psnr = float(
+    np.mean(metrics.image_metrics(test_blur, test_sharp)['psnr'])
+  )
+  print(
+    f'{len(train_blur)} training and {len(test_blur)} test pairs; '
+    f'PlainCNN(width={args.width}, depth={args.depth}); blurry test PSNR '
+    f'{input_psnr:.3f} dB',
+    flush=True,
+  )
   rng = np.random.default_rng(config.seed)
   size = train_blur.shape[1]
   start = time.perf_counter()
   for i in range(1, args.steps + 1):
     idx = rng.integers(0, len(train_blur), batch)
     y0, x0 = rng.integers(0, size - crop + 1, (2, batch))
-    window = [np.s_[j, y:y + crop, x:x + crop] for j, y, x in zip(idx, y0, x0)]
+    window = [
+      np.s_[j, y : y + crop, x : x + crop] for j, y, x in zip(idx, y0, x0)
+    ]
     blur = np.stack([train_blur[w] for w in window])
     sharp = np.stack([train_sharp[w] for w in window])
     if rng.random() < 0.5:
@@ -119,8 +151,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     params, opt_state, loss = step(params, opt_state, blur, sharp)
     if i % (args.steps // 4) == 0:
       restored = test_psnr(params)
-      print(f'step {i}: {time.perf_counter() - start:.0f} s, loss {float(loss):.4f}, '
-            f'test PSNR {restored:.3f} dB ({restored - input_psnr:+.2f} dB)', flush=True)
+      print(
+        f'step {i}: {time.perf_counter() - start:.0f} s, loss {float(loss):.4f}, '
+        f'test PSNR {restored:.3f} dB ({restored - input_psnr:+.2f} dB)',
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

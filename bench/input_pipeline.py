@@ -33,24 +33,32 @@ CONFIG = 'bench720'
 def build(data_dir: str, photos: int, crops_per_photo: int) -> None:
   """Makes synthetic_blur/bench720 (720x1280 pairs) in data_dir if missing."""
   if os.path.isdir(os.path.join(data_dir, 'synthetic_blur', CONFIG)) and (
-      tfds.builder(f'synthetic_blur/{CONFIG}', data_dir=data_dir)
-      .is_prepared()):
+    tfds.builder(f'synthetic_blur/{CONFIG}', data_dir=data_dir).is_prepared()
+  ):
     return
   with tempfile.TemporaryDirectory() as folder:
     for i in range(photos):
       photo = camera_shake.procedural_photo(np.random.default_rng(i), 760, 1320)
       Image.fromarray(photo).save(os.path.join(folder, f'photo{i}.png'))
     config = sb.SyntheticBlurConfig(
-        name=CONFIG, source_dir=folder, crop_height=720, crop_width=1280,
-        crops_per_photo=crops_per_photo, max_side=0, test_fraction=0.1)
+      name=CONFIG,
+      source_dir=folder,
+      crop_height=720,
+      crop_width=1280,
+      crops_per_photo=crops_per_photo,
+      max_side=0,
+      test_fraction=0.1,
+    )
     start = time.perf_counter()
     sb.Builder(data_dir=data_dir, config=config).download_and_prepare()
-    print(f'built synthetic_blur/{CONFIG} in {time.perf_counter() - start:.0f}'
-          ' s')
+    print(
+      f'built synthetic_blur/{CONFIG} in {time.perf_counter() - start:.0f} s'
+    )
 
 
-def stage_times(spec: str, data_dir: str, crop: int,
-                cache_dir: str | None = None, n: int = 20) -> None:
+def stage_times(
+  spec: str, data_dir: str, crop: int, cache_dir: str | None = None, n: int = 20
+) -> None:
   """Per-image time of each stage, on one thread (eager TF ops)."""
   source = ip._source(spec, data_dir)  # pylint: disable=protected-access
   raws = [source[i % len(source)] for i in range(n)]
@@ -72,9 +80,11 @@ def stage_times(spec: str, data_dir: str, crop: int,
     augment(pair, tf.constant([0, i], tf.int64))
   aug = (time.perf_counter() - start) / n
   mb = np.mean([len(r) for r in raws]) / 2**20
-  print(f'one thread, per pair ({mb:.1f} MiB record): fetch {fetch * 1e3:.1f}'
-        f' ms, parse + 2 PNG decodes {dec * 1e3:.1f} ms, crop + augment'
-        f' {aug * 1e3:.1f} ms  (~{1 / (fetch + dec + aug):.0f} pairs/s/core)')
+  print(
+    f'one thread, per pair ({mb:.1f} MiB record): fetch {fetch * 1e3:.1f}'
+    f' ms, parse + 2 PNG decodes {dec * 1e3:.1f} ms, crop + augment'
+    f' {aug * 1e3:.1f} ms  (~{1 / (fetch + dec + aug):.0f} pairs/s/core)'
+  )
   if cache_dir:
     # pylint: disable-next=protected-access
     view = tf.function(ip._cached_pairs(spec, data_dir, cache_dir))
@@ -83,13 +93,16 @@ def stage_times(spec: str, data_dir: str, crop: int,
     for i in range(n):
       view(tf.constant(i % len(source), tf.int64))
     cached = (time.perf_counter() - start) / n
-    print('one thread, per pair from the decoded cache: view'
-          f' {cached * 1e3:.1f} ms, crop + augment {aug * 1e3:.1f} ms'
-          f'  (~{1 / (cached + aug):.0f} pairs/s/core)')
+    print(
+      'one thread, per pair from the decoded cache: view'
+      f' {cached * 1e3:.1f} ms, crop + augment {aug * 1e3:.1f} ms'
+      f'  (~{1 / (cached + aug):.0f} pairs/s/core)'
+    )
 
 
-def throughput(name: str, batches, batch_size: int, warmup: int,
-               seconds: float) -> float:
+def throughput(
+  name: str, batches, batch_size: int, warmup: int, seconds: float
+) -> float:
   """Images/s of `batches` at steady state; prints one line."""
   for _ in range(warmup):
     next(batches)
@@ -100,28 +113,39 @@ def throughput(name: str, batches, batch_size: int, warmup: int,
   elapsed = time.perf_counter() - start
   cpu = time.process_time() - cpu  # All threads of this process.
   images = count * batch_size
-  print(f'{name}: {images / elapsed:.1f} images/s ({elapsed / count * 1e3:.0f}'
-        f' ms per batch of {batch_size}, {count} batches in {elapsed:.1f} s);'
-        f' {cpu / elapsed:.2f} cores busy, {images / cpu:.1f} images per'
-        f' CPU-second; load average {os.getloadavg()[0]:.1f}')
+  print(
+    f'{name}: {images / elapsed:.1f} images/s ({elapsed / count * 1e3:.0f}'
+    f' ms per batch of {batch_size}, {count} batches in {elapsed:.1f} s);'
+    f' {cpu / elapsed:.2f} cores busy, {images / cpu:.1f} images per'
+    f' CPU-second; load average {os.getloadavg()[0]:.1f}'
+  )
   return images / elapsed
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir', default=None,
-                      help='TFDS data_dir (default: a temporary folder).')
-  parser.add_argument('--dataset', default=None,
-                      help=f'Spec to read (default: synthetic_blur/{CONFIG}'
-                      ':train, built if missing).')
+  parser.add_argument(
+    '--data_dir',
+    default=None,
+    help='TFDS data_dir (default: a temporary folder).',
+  )
+  parser.add_argument(
+    '--dataset',
+    default=None,
+    help=f'Spec to read (default: synthetic_blur/{CONFIG}'
+    ':train, built if missing).',
+  )
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--crop', type=int, default=256)
   parser.add_argument('--seconds', type=float, default=20.0)
-  parser.add_argument('--warmup', type=int, default=5,
-                      help='Batches before timing.')
-  parser.add_argument('--cache_dir', default=None,
-                      help='Folder of the decoded cache (default: a temporary'
-                      ' folder).')
+  parser.add_argument(
+    '--warmup', type=int, default=5, help='Batches before timing.'
+  )
+  parser.add_argument(
+    '--cache_dir',
+    default=None,
+    help='Folder of the decoded cache (default: a temporary folder).',
+  )
   parser.add_argument('--photos', type=int, default=8)
   parser.add_argument('--crops_per_photo', type=int, default=4)
   args = parser.parse_args()
@@ -132,31 +156,47 @@ def main() -> None:
     spec = args.dataset or f'synthetic_blur/{CONFIG}:train'
     if args.dataset is None:
       build(data_dir, args.photos, args.crops_per_photo)
-    print(f'{spec}: {ip.num_examples(spec, data_dir)} examples; batch'
-          f' {args.batch_size}, crop {args.crop}; {os.cpu_count()} CPUs')
+    print(
+      f'{spec}: {ip.num_examples(spec, data_dir)} examples; batch'
+      f' {args.batch_size}, crop {args.crop}; {os.cpu_count()} CPUs'
+    )
     start = time.perf_counter()
     data_path, index = ip.build_decoded_cache(spec, data_dir, cache_dir)
     pairs = len(index['shapes'])
-    print(f'decoded cache: {index["size"] / 2**20:.0f} MiB for {pairs} pairs'
-          f' ({index["size"] / pairs / 2**20:.2f} MiB per pair) in {data_path};'
-          f' ready in {time.perf_counter() - start:.1f} s')
+    print(
+      f'decoded cache: {index["size"] / 2**20:.0f} MiB for {pairs} pairs'
+      f' ({index["size"] / pairs / 2**20:.2f} MiB per pair) in {data_path};'
+      f' ready in {time.perf_counter() - start:.1f} s'
+    )
     stage_times(spec, data_dir, args.crop, cache_dir)
-    common = dict(global_batch_size=args.batch_size, crop_size=args.crop,
-                  seed=0, process_index=0, process_count=1)
+    common = dict(
+      global_batch_size=args.batch_size,
+      crop_size=args.crop,
+      seed=0,
+      process_index=0,
+      process_count=1,
+    )
     rates = {}
-    for name, kwargs in (('png float32', {}),
-                         ('png uint8', dict(dtype='uint8')),
-                         ('cache uint8', dict(dtype='uint8',
-                                              decoded_cache=cache_dir))):
+    for name, kwargs in (
+      ('png float32', {}),
+      ('png uint8', dict(dtype='uint8')),
+      ('cache uint8', dict(dtype='uint8', decoded_cache=cache_dir)),
+    ):
       rates[name] = throughput(
-          f'train_iterator, {name}', ip.train_iterator(spec, data_dir,
-                                                       **common, **kwargs),
-          args.batch_size, args.warmup, args.seconds)
-    print(f'decoded cache vs PNG decoding: {rates["cache uint8"]:.1f} /'
-          f' {rates["png uint8"]:.1f} = x'
-          f'{rates["cache uint8"] / rates["png uint8"]:.1f} (uint8 batches);'
-          f' x{rates["cache uint8"] / rates["png float32"]:.1f} vs the float32'
-          ' PNG pipeline')
+        f'train_iterator, {name}',
+        ip.train_iterator(spec, data_dir, **common, **kwargs),
+        args.batch_size,
+        args.warmup,
+        args.seconds,
+      )
+    print(
+      f'decoded cache vs PNG decoding: {rates["cache uint8"]:.1f} /'
+      f' {rates["png uint8"]:.1f} = x'
+      f'{rates["cache uint8"] / rates["png uint8"]:.1f} (uint8 batches);'
+      f' x{rates["cache uint8"] / rates["png float32"]:.1f} vs the float32'
+      ' PNG pipeline'
+    )
+
 
 if __name__ == '__main__':
   main()

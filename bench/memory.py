@@ -18,6 +18,7 @@ arguments (state + batch), outputs (new state + metrics), temporaries
 arguments + outputs + temporaries - aliased (the donated state's buffers are
 reused for the new state), the step's peak if everything is live at once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,23 +34,31 @@ from fcn_jax import train
 from fcn_jax.models import compiler_options
 
 VARIANTS = {  # name: (compute dtype, rematerialise)
-    'fp32': ('float32', False),
-    'fp32_remat': ('float32', True),
-    'bf16': ('bfloat16', False),
-    'bf16_remat': ('bfloat16', True),
+  'fp32': ('float32', False),
+  'fp32_remat': ('float32', True),
+  'bf16': ('bfloat16', False),
+  'bf16_remat': ('bfloat16', True),
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gopro.py', 'Training config (its model, optimizer,'
-    ' crop_size); override fields with --config.<field>=...')
+  'config',
+  'configs/gopro.py',
+  'Training config (its model, optimizer,'
+  ' crop_size); override fields with --config.<field>=...',
+)
 _BATCH_SIZES = flags.DEFINE_list(
-    'batch_sizes', None, 'Per-device batch sizes (default: the config\'s'
-    ' batch_size).')
-_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS),
-                              f'Any of {", ".join(VARIANTS)}.')
+  'batch_sizes',
+  None,
+  'Per-device batch sizes (default: the config\'s batch_size).',
+)
+_VARIANTS = flags.DEFINE_list(
+  'variants', list(VARIANTS), f'Any of {", ".join(VARIANTS)}.'
+)
 _REMAT = flags.DEFINE_list(
-    'remat', ['1', '2', '3'], 'Stages (0..3) that the remat variants'
-    ' rematerialise.')
+  'remat',
+  ['1', '2', '3'],
+  'Stages (0..3) that the remat variants rematerialise.',
+)
 
 
 def step_memory(config, batch_size: int) -> dict[str, int]:
@@ -57,25 +66,37 @@ def step_memory(config, batch_size: int) -> dict[str, int]:
   model = train.create_model(config)
   tx = train.create_optimizer(config)
   state = jax.eval_shape(
-      lambda r: train.create_train_state(r, model, tx, config),
-      jax.random.key(0))
+    lambda r: train.create_train_state(r, model, tx, config), jax.random.key(0)
+  )
   crop = config.crop_size
-  batch = {k: jax.ShapeDtypeStruct((batch_size, crop, crop, 3), jnp.uint8)
-           for k in ('blur', 'sharp')}
+  batch = {
+    k: jax.ShapeDtypeStruct((batch_size, crop, crop, 3), jnp.uint8)
+    for k in ('blur', 'sharp')
+  }
   step = jax.jit(
-      functools.partial(
-          train.train_step, model=model, tx=tx, config=config,
-          learning_rate_fn=train.create_learning_rate_fn(config)),
-      donate_argnums=(0,), compiler_options=compiler_options())
+    functools.partial(
+      train.train_step,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=train.create_learning_rate_fn(config),
+    ),
+    donate_argnums=(0,),
+    compiler_options=compiler_options(),
+  )
   stats = step.lower(state, batch).compile().memory_analysis()
   sizes = {
-      'arguments': stats.argument_size_in_bytes,
-      'outputs': stats.output_size_in_bytes,
-      'temporaries': stats.temp_size_in_bytes,
-      'aliased': stats.alias_size_in_bytes,
+    'arguments': stats.argument_size_in_bytes,
+    'outputs': stats.output_size_in_bytes,
+    'temporaries': stats.temp_size_in_bytes,
+    'aliased': stats.alias_size_in_bytes,
   }
-  sizes['total'] = (sizes['arguments'] + sizes['outputs']
-                    + sizes['temporaries'] - sizes['aliased'])
+  sizes['total'] = (
+    sizes['arguments']
+    + sizes['outputs']
+    + sizes['temporaries']
+    - sizes['aliased']
+  )
   return sizes
 
 
@@ -89,17 +110,22 @@ def main(argv: Sequence[str]) -> None:
   config = _CONFIG.value
   unknown = [v for v in _VARIANTS.value if v not in VARIANTS]
   if unknown:
-    raise app.UsageError(f'--variants: unknown {unknown}; use any of'
-                         f' {list(VARIANTS)}')
+    raise app.UsageError(
+      f'--variants: unknown {unknown}; use any of {list(VARIANTS)}'
+    )
   remat = tuple(int(s) for s in _REMAT.value)
   batch_sizes = [int(b) for b in _BATCH_SIZES.value or [config.batch_size]]
   train.check_config(config, 1)
   device = jax.devices()[0]
-  print(f'{jax.default_backend()} ({device.device_kind}), jax'
-        f' {jax.__version__}; crop {config.crop_size}, model'
-        f' n_feat={config.model.n_feat}; remat stages {remat}; MiB per device')
-  print('| variant | batch | crop | arguments MiB | outputs MiB |'
-        ' temporaries MiB | total MiB |')
+  print(
+    f'{jax.default_backend()} ({device.device_kind}), jax'
+    f' {jax.__version__}; crop {config.crop_size}, model'
+    f' n_feat={config.model.n_feat}; remat stages {remat}; MiB per device'
+  )
+  print(
+    '| variant | batch | crop | arguments MiB | outputs MiB |'
+    ' temporaries MiB | total MiB |'
+  )
   print('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
   for batch_size in batch_sizes:
     for name in _VARIANTS.value:
@@ -108,10 +134,15 @@ def main(argv: Sequence[str]) -> None:
       variant.model.dtype = dtype
       variant.model.remat = remat if rematerialise else ()
       sizes = step_memory(variant, batch_size)
-      print(f'| {name} | {batch_size} | {config.crop_size} | '
-            + ' | '.join(_mib(sizes[k]) for k in
-                         ('arguments', 'outputs', 'temporaries', 'total'))
-            + ' |', flush=True)
+      print(
+        f'| {name} | {batch_size} | {config.crop_size} | '
+        + ' | '.join(
+          _mib(sizes[k])
+          for k in ('arguments', 'outputs', 'temporaries', 'total')
+        )
+        + ' |',
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

@@ -71,7 +71,7 @@ from fcn_jax.models import presets
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-MODELS = presets.PRESETS   # --config=NAME: configs/default.py with these widths
+MODELS = presets.PRESETS  # --config=NAME: configs/default.py with these widths
 # FCN's fields in config.model that the benchmark keeps; dtype and precision
 # are set per case.
 _MODEL_FIELDS = (*presets.FULL, 'remat')
@@ -79,30 +79,42 @@ _MODEL_FIELDS = (*presets.FULL, 'remat')
 # Dense peak TFLOP/s by dtype, matched against the device kind in this order.
 # TPU float32 is n/a: its speed depends on the matmul precision (passes).
 PEAK_TFLOPS = (
-    ('H100 PCIe', {'float32': 51.0, 'bfloat16': 756.0}),
-    ('H100', {'float32': 67.0, 'bfloat16': 989.0}),   # SXM
-    ('H200', {'float32': 67.0, 'bfloat16': 989.0}),
-    ('A100', {'float32': 19.5, 'bfloat16': 312.0}),
-    ('TPU v4', {'bfloat16': 275.0}),
-    ('TPU v5 lite', {'bfloat16': 197.0}),
-    ('TPU v5e', {'bfloat16': 197.0}),
+  ('H100 PCIe', {'float32': 51.0, 'bfloat16': 756.0}),
+  ('H100', {'float32': 67.0, 'bfloat16': 989.0}),  # SXM
+  ('H200', {'float32': 67.0, 'bfloat16': 989.0}),
+  ('A100', {'float32': 19.5, 'bfloat16': 312.0}),
+  ('TPU v4', {'bfloat16': 275.0}),
+  ('TPU v5 lite', {'bfloat16': 197.0}),
+  ('TPU v5e', {'bfloat16': 197.0}),
 )
 
 # The key of the weights every case starts from.
 PARAMS_SEED = 0
 
 # One PyTorch thread: with two, a busy machine can slow its OpenMP barriers 100x.
-SMOKE = dict(model='tiny', sizes='32,32x48', train_sizes='32', steps=2, warmup=1,
-             train_batch='2', infer_batch='1', torch_threads=1)
+SMOKE = dict(
+  model='tiny',
+  sizes='32,32x48',
+  train_sizes='32',
+  steps=2,
+  warmup=1,
+  train_batch='2',
+  infer_batch='1',
+  torch_threads=1,
+)
 
 
 # ----------------------------------------------------------------------------
 # Small helpers.
 
+
 def _installed(module: str) -> bool:
   try:
     return importlib.util.find_spec(module) is not None
-  except (ImportError, ValueError):  # ValueError: blocked via sys.modules[module] = None
+  except (
+    ImportError,
+    ValueError,
+  ):  # ValueError: blocked via sys.modules[module] = None
     return False
 
 
@@ -113,7 +125,9 @@ def parse_size(text: str) -> tuple[int, int]:
     parts = parts * 2
   h, w = (int(p) for p in parts)
   if h <= 0 or w <= 0 or h % 8 or w % 8:
-    raise ValueError(f'size {text!r}: height and width must be positive multiples of 8')
+    raise ValueError(
+      f'size {text!r}: height and width must be positive multiples of 8'
+    )
   return h, w
 
 
@@ -137,13 +151,19 @@ def xla_memory_of(compiled: Any) -> Optional[int]:
   """Bytes XLA plans for the executable: arguments + outputs + temporaries - aliased."""
   try:
     m = compiled.memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes
-               + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    return int(
+      m.argument_size_in_bytes
+      + m.output_size_in_bytes
+      + m.temp_size_in_bytes
+      - m.alias_size_in_bytes
+    )
   except Exception:  # pylint: disable=broad-except
     return None
 
 
-def peak_tflops(device_kind: str, dtype: str, override: dict[str, float]) -> Optional[float]:
+def peak_tflops(
+  device_kind: str, dtype: str, override: dict[str, float]
+) -> Optional[float]:
   if dtype in override:
     return override[dtype]
   for name, peaks in PEAK_TFLOPS:
@@ -174,7 +194,9 @@ def bench_config(spec: str) -> tuple[str, ml_collections.ConfigDict]:
   else:
     path = pathlib.Path(spec)
     if not path.is_file():
-      raise ValueError(f'--config={spec}: not one of {sorted(MODELS)} nor a file')
+      raise ValueError(
+        f'--config={spec}: not one of {sorted(MODELS)} nor a file'
+      )
     config = _load_module(f'_bench_config_{path.stem}', path).get_config()
     name = path.stem
   config.loss.trust = 'fixed'
@@ -183,8 +205,10 @@ def bench_config(spec: str) -> tuple[str, ml_collections.ConfigDict]:
 
 def model_fields(config: ml_collections.ConfigDict) -> dict:
   """The FCN fields of `config` that every case shares."""
-  return {k: tuple(config.model[k]) if k == 'remat' else config.model[k]
-          for k in _MODEL_FIELDS}
+  return {
+    k: tuple(config.model[k]) if k == 'remat' else config.model[k]
+    for k in _MODEL_FIELDS
+  }
 
 
 def _fmt(value: Optional[float], spec: str = '.2f', unit: str = '') -> str:
@@ -194,7 +218,9 @@ def _fmt(value: Optional[float], spec: str = '.2f', unit: str = '') -> str:
 def _bytes(value: Optional[int]) -> str:
   if value is None:
     return 'n/a'
-  return f'{value / 2**30:.2f} GiB' if value >= 2**30 else f'{value / 2**20:.1f} MiB'
+  return (
+    f'{value / 2**30:.2f} GiB' if value >= 2**30 else f'{value / 2**20:.1f} MiB'
+  )
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -205,9 +231,10 @@ def _is_oom(e: BaseException) -> bool:
 # ----------------------------------------------------------------------------
 # Results.
 
+
 @dataclasses.dataclass
 class Case:
-  mode: str        # 'train' or 'infer'
+  mode: str  # 'train' or 'infer'
   height: int
   width: int
   batch: int
@@ -224,13 +251,15 @@ class Case:
 
 @dataclasses.dataclass
 class Result:
-  framework: str   # 'jax' or 'torch'
+  framework: str  # 'jax' or 'torch'
   case: Case
-  compile_s: Optional[float] = None   # JAX: lower + compile
-  warmup_s: Optional[float] = None    # the first call
+  compile_s: Optional[float] = None  # JAX: lower + compile
+  warmup_s: Optional[float] = None  # the first call
   times: list = dataclasses.field(default_factory=list)
-  cpu_times: list = dataclasses.field(default_factory=list)  # process CPU s, all threads
-  flops: Optional[float] = None       # per call (XLA's count; PyTorch reuses it)
+  cpu_times: list = dataclasses.field(
+    default_factory=list
+  )  # process CPU s, all threads
+  flops: Optional[float] = None  # per call (XLA's count; PyTorch reuses it)
   xla_bytes: Optional[int] = None
   peak_bytes: Optional[int] = None
   error: Optional[str] = None
@@ -249,11 +278,14 @@ class Result:
 
   @property
   def tflops(self) -> Optional[float]:
-    return self.flops / self.median_s / 1e12 if self.flops and self.times else None
+    return (
+      self.flops / self.median_s / 1e12 if self.flops and self.times else None
+    )
 
 
-def _timed_calls(result: Result, call: Callable[[], None], warmup: int, steps: int
-                 ) -> None:
+def _timed_calls(
+  result: Result, call: Callable[[], None], warmup: int, steps: int
+) -> None:
   """Sets the first call's, and each of `steps` timed calls', seconds on `result`."""
   start = time.perf_counter()
   call()
@@ -277,17 +309,27 @@ def _inputs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------
 # JAX.
 
+
 def _device_peak_bytes() -> Optional[int]:
   try:
     stats = jax.devices()[0].memory_stats()
   except Exception:  # pylint: disable=broad-except
     return None
-  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+  return (
+    int(stats['peak_bytes_in_use'])
+    if stats and 'peak_bytes_in_use' in stats
+    else None
+  )
 
 
-def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
-            precision: Optional[str], warmup: int, steps: int
-            ) -> tuple[Result, Optional[np.ndarray]]:
+def run_jax(
+  case: Case,
+  config: ml_collections.ConfigDict,
+  params: Any,
+  precision: Optional[str],
+  warmup: int,
+  steps: int,
+) -> tuple[Result, Optional[np.ndarray]]:
   """Times one case in JAX; returns the result and (inference) the final output.
 
   `params` were drawn by `init_params` with PARAMS_SEED; the training state is
@@ -299,8 +341,10 @@ def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
   output = None
   try:
     if case.mode == 'infer':
-      fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0],
-                   compiler_options=compiler_options())
+      fn = jax.jit(
+        lambda p, x: model.apply({'params': p}, x)[0],
+        compiler_options=compiler_options(),
+      )
       x = jax.device_put(blur)
       start = time.perf_counter()
       compiled = fn.lower(params, x).compile()
@@ -309,17 +353,25 @@ def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
 
       def call():
         out[0] = jax.block_until_ready(compiled(params, x))
+
       _timed_calls(result, call, warmup, steps)
       output = np.asarray(out[0])
     else:
       tx = train.create_optimizer(config)
       state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
-          jax.random.key(PARAMS_SEED))
+        jax.random.key(PARAMS_SEED)
+      )
       batch = {'blur': jax.device_put(blur), 'sharp': jax.device_put(sharp)}
       step = functools.partial(
-          train.train_step, model=model, tx=tx, config=config,
-          learning_rate_fn=train.create_learning_rate_fn(config))
-      fn = jax.jit(step, donate_argnums=(0,), compiler_options=compiler_options())
+        train.train_step,
+        model=model,
+        tx=tx,
+        config=config,
+        learning_rate_fn=train.create_learning_rate_fn(config),
+      )
+      fn = jax.jit(
+        step, donate_argnums=(0,), compiler_options=compiler_options()
+      )
       start = time.perf_counter()
       compiled = fn.lower(state, batch).compile()
       result.compile_s = time.perf_counter() - start
@@ -328,6 +380,7 @@ def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
       def call():
         holder[0], metrics = compiled(holder[0], batch)
         jax.block_until_ready((holder[0], metrics))
+
       _timed_calls(result, call, warmup, steps)
       del holder
     result.flops = flops_of(compiled)
@@ -343,6 +396,7 @@ def run_jax(case: Case, config: ml_collections.ConfigDict, params: Any,
 # ----------------------------------------------------------------------------
 # PyTorch (the authors' release).
 
+
 def _load_module(name: str, path: pathlib.Path) -> types.ModuleType:
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -352,7 +406,9 @@ def _load_module(name: str, path: pathlib.Path) -> types.ModuleType:
 
 def load_official(ref: str) -> tuple[type, types.ModuleType]:
   """The release's `Net` class and its losses module, imported from the checkout."""
-  if 'matplotlib.pyplot' not in sys.modules:  # Net.py imports pyplot, never uses it
+  if (
+    'matplotlib.pyplot' not in sys.modules
+  ):  # Net.py imports pyplot, never uses it
     try:
       import matplotlib.pyplot  # noqa: F401  pylint: disable=g-import-not-at-top
     except ImportError:
@@ -368,10 +424,17 @@ def load_official(ref: str) -> tuple[type, types.ModuleType]:
 class TorchRunner:
   """The official Net, with the JAX parameters, on one torch device."""
 
-  def __init__(self, ref: str, config: ml_collections.ConfigDict, params: Any,
-               device: str, tf32: bool):
+  def __init__(
+    self,
+    ref: str,
+    config: ml_collections.ConfigDict,
+    params: Any,
+    device: str,
+    tf32: bool,
+  ):
     import torch  # pylint: disable=g-import-not-at-top
     from fcn_jax import convert  # pylint: disable=g-import-not-at-top
+
     self.torch = torch
     self.device = torch.device(device)
     if self.device.type == 'cuda':
@@ -379,11 +442,16 @@ class TorchRunner:
       torch.backends.cuda.matmul.allow_tf32 = tf32
       torch.backends.cudnn.allow_tf32 = tf32
     net_cls, self.losses = load_official(ref)
-    self.fields = {k: v for k, v in model_fields(config).items() if k != 'remat'}
+    self.fields = {
+      k: v for k, v in model_fields(config).items() if k != 'remat'
+    }
     self.optimizer, self.edge_weight = config.optimizer, config.loss.edge_weight
-    self.state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
-                       convert.flax_to_torch(jax.device_get(params),
-                                             self.fields['num_cab']).items()}
+    self.state_dict = {
+      k: torch.from_numpy(np.ascontiguousarray(v))
+      for k, v in convert.flax_to_torch(
+        jax.device_get(params), self.fields['num_cab']
+      ).items()
+    }
     self.net_cls = net_cls
     self.unused_prefix = convert.UNUSED_PREFIX
 
@@ -398,7 +466,9 @@ class TorchRunner:
     missing, unexpected = net.load_state_dict(self.state_dict, strict=False)
     bad = [k for k in missing if not k.startswith(self.unused_prefix)]
     if unexpected or bad:
-      raise RuntimeError(f'weight conversion: unexpected {unexpected[:3]}, missing {bad[:3]}')
+      raise RuntimeError(
+        f'weight conversion: unexpected {unexpected[:3]}, missing {bad[:3]}'
+      )
     return net.to(self.device)
 
   def sync(self):
@@ -408,10 +478,13 @@ class TorchRunner:
   def autocast(self, dtype: str):
     if dtype == 'float32':
       return contextlib.nullcontext()
-    return self.torch.autocast(self.device.type, dtype=getattr(self.torch, dtype))
+    return self.torch.autocast(
+      self.device.type, dtype=getattr(self.torch, dtype)
+    )
 
-  def run(self, case: Case, warmup: int, steps: int
-          ) -> tuple[Result, Optional[np.ndarray]]:
+  def run(
+    self, case: Case, warmup: int, steps: int
+  ) -> tuple[Result, Optional[np.ndarray]]:
     torch = self.torch
     result = Result('torch', case)
     blur, sharp = _inputs(case)
@@ -431,16 +504,23 @@ class TorchRunner:
           with torch.no_grad(), self.autocast(case.dtype):
             outs[:] = [net(x)[0]]
           self.sync()
+
         _timed_calls(result, call, warmup, steps)
         output = outs[0].float().cpu().numpy().transpose(0, 2, 3, 1)
       else:
         net.train()
         opt = self.optimizer
-        optimizer = torch.optim.Adam(net.parameters(), lr=opt.learning_rate,
-                                     betas=(opt.b1, opt.b2), eps=opt.eps)
+        optimizer = torch.optim.Adam(
+          net.parameters(),
+          lr=opt.learning_rate,
+          betas=(opt.b1, opt.b2),
+          eps=opt.eps,
+        )
         char = self.losses.CharbonnierLoss()
         edge = self.losses.EdgeLoss()
-        edge.kernel = edge.kernel.to(self.device)  # it picks CUDA whenever available
+        edge.kernel = edge.kernel.to(
+          self.device
+        )  # it picks CUDA whenever available
 
         def call():
           optimizer.zero_grad(set_to_none=True)
@@ -452,6 +532,7 @@ class TorchRunner:
           loss.backward()
           optimizer.step()
           self.sync()
+
         _timed_calls(result, call, warmup, steps)
       if self.device.type == 'cuda':
         result.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
@@ -470,13 +551,16 @@ class TorchRunner:
 # ----------------------------------------------------------------------------
 # Reporting.
 
+
 def machine_lines(torch_device: Optional[str]) -> list[str]:
   """Machine, versions and date, as Markdown list items."""
   dev = jax.devices()[0]
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
-      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+      names = [
+        l.split(':', 1)[1].strip() for l in f if l.startswith('model name')
+      ]
     cpu = names[0] if names else cpu
   except OSError:
     pass
@@ -487,61 +571,88 @@ def machine_lines(torch_device: Optional[str]) -> list[str]:
     except ImportError:
       pass
   lines = [
-      f'- date: {datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}',
-      f'- machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} '
-      f'{platform.machine()}',
-      f'- JAX device: {dev.platform} ({dev.device_kind}) x{jax.device_count()}',
-      f'- versions: {", ".join(versions)}',
+    f'- date: {datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}',
+    f'- machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} '
+    f'{platform.machine()}',
+    f'- JAX device: {dev.platform} ({dev.device_kind}) x{jax.device_count()}',
+    f'- versions: {", ".join(versions)}',
   ]
   if torch_device is not None:
     import torch  # pylint: disable=g-import-not-at-top
+
     desc = torch_device
     if torch_device.startswith('cuda'):
-      desc += f' ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}, ' \
-              f'cuDNN {torch.backends.cudnn.version()})'
-    lines.append(f'- PyTorch device: {desc}, {torch.get_num_threads()} intra-op threads')
+      desc += (
+        f' ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}, '
+        f'cuDNN {torch.backends.cudnn.version()})'
+      )
+    lines.append(
+      f'- PyTorch device: {desc}, {torch.get_num_threads()} intra-op threads'
+    )
   return lines
 
 
-def result_table(results: Sequence[Result], peaks: Callable[[str], Optional[float]]
-                 ) -> list[str]:
-  head = ('| framework | mode | size | batch | dtype | compile s | first call s | '
-          'median ms | CPU s/call | images/s | TFLOP/s | % of peak | XLA memory | peak memory |')
+def result_table(
+  results: Sequence[Result], peaks: Callable[[str], Optional[float]]
+) -> list[str]:
+  head = (
+    '| framework | mode | size | batch | dtype | compile s | first call s | '
+    'median ms | CPU s/call | images/s | TFLOP/s | % of peak | XLA memory | peak memory |'
+  )
   lines = [head, '|' + '---|' * (head.count('|') - 1)]
   for r in results:
     c = r.case
     peak = peaks(c.dtype)
-    share = (f'{100 * r.tflops / peak:.1f}%' if r.tflops and peak else 'n/a')
+    share = f'{100 * r.tflops / peak:.1f}%' if r.tflops and peak else 'n/a'
     if r.error:
       cells = [r.error] + ['n/a'] * 9
     else:
-      cells = [_fmt(r.compile_s) if r.framework == 'jax' else '-', _fmt(r.warmup_s),
-               _fmt(1e3 * r.median_s, '.1f'), _fmt(r.cpu_s), _fmt(r.images_per_s, '.3f'),
-               _fmt(r.tflops, '.3f'), share, _bytes(r.xla_bytes), _bytes(r.peak_bytes)]
-    lines.append(f'| {r.framework} | {c.mode} | {c.size} | {c.batch} | {c.dtype} | '
-                 + ' | '.join(cells) + ' |')
+      cells = [
+        _fmt(r.compile_s) if r.framework == 'jax' else '-',
+        _fmt(r.warmup_s),
+        _fmt(1e3 * r.median_s, '.1f'),
+        _fmt(r.cpu_s),
+        _fmt(r.images_per_s, '.3f'),
+        _fmt(r.tflops, '.3f'),
+        share,
+        _bytes(r.xla_bytes),
+        _bytes(r.peak_bytes),
+      ]
+    lines.append(
+      f'| {r.framework} | {c.mode} | {c.size} | {c.batch} | {c.dtype} | '
+      + ' | '.join(cells)
+      + ' |'
+    )
   return lines
 
 
 def ratio_table(results: Sequence[Result]) -> list[str]:
   by_key = {(r.framework, r.case.key): r for r in results}
-  lines = ['| mode | size | batch | dtype | JAX images/s | PyTorch images/s | JAX / PyTorch |',
-           '|---|---|---|---|---|---|---|']
+  lines = [
+    '| mode | size | batch | dtype | JAX images/s | PyTorch images/s | JAX / PyTorch |',
+    '|---|---|---|---|---|---|---|',
+  ]
   for r in results:
     if r.framework != 'jax' or ('torch', r.case.key) not in by_key:
       continue
     t = by_key[('torch', r.case.key)]
-    ratio = (f'{r.images_per_s / t.images_per_s:.2f}x'
-             if r.images_per_s and t.images_per_s else 'n/a')
+    ratio = (
+      f'{r.images_per_s / t.images_per_s:.2f}x'
+      if r.images_per_s and t.images_per_s
+      else 'n/a'
+    )
     c = r.case
-    lines.append(f'| {c.mode} | {c.size} | {c.batch} | {c.dtype} | '
-                 f'{_fmt(r.images_per_s, ".3f") if not r.error else r.error} | '
-                 f'{_fmt(t.images_per_s, ".3f") if not t.error else t.error} | {ratio} |')
+    lines.append(
+      f'| {c.mode} | {c.size} | {c.batch} | {c.dtype} | '
+      f'{_fmt(r.images_per_s, ".3f") if not r.error else r.error} | '
+      f'{_fmt(t.images_per_s, ".3f") if not t.error else t.error} | {ratio} |'
+    )
   return lines
 
 
-def run_other_benchmark(script: str, args: Sequence[str], needs: Sequence[str]
-                        ) -> list[str]:
+def run_other_benchmark(
+  script: str, args: Sequence[str], needs: Sequence[str]
+) -> list[str]:
   """Runs bench/<script> as a subprocess; returns a Markdown section of its output."""
   missing = [m for m in needs if not _installed(m)]
   title = f'#### bench/{script} {" ".join(args)}'.rstrip()
@@ -550,21 +661,34 @@ def run_other_benchmark(script: str, args: Sequence[str], needs: Sequence[str]
   cmd = [sys.executable, str(ROOT / 'bench' / script), *args]
   print('running', ' '.join(cmd), flush=True)
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  out = proc.stdout.strip() + (f'\n(exit status {proc.returncode})\n{proc.stderr[-2000:]}'
-                               if proc.returncode else '')
+  out = proc.stdout.strip() + (
+    f'\n(exit status {proc.returncode})\n{proc.stderr[-2000:]}'
+    if proc.returncode
+    else ''
+  )
   return [title, '', '```', out, '```', '']
 
 
 # ----------------------------------------------------------------------------
 
-def run_cases(framework: str, cases: Sequence[Case], args: argparse.Namespace,
-              config: ml_collections.ConfigDict, params: Any,
-              torch_device: Optional[str], warmup: int,
-              steps: int) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+
+def run_cases(
+  framework: str,
+  cases: Sequence[Case],
+  args: argparse.Namespace,
+  config: ml_collections.ConfigDict,
+  params: Any,
+  torch_device: Optional[str],
+  warmup: int,
+  steps: int,
+) -> tuple[list[Result], dict[tuple, np.ndarray]]:
   """Times `cases` in one framework, in this process; returns results and outputs."""
   results, outputs = [], {}
-  runner = (TorchRunner(args.torch_ref, config, params, torch_device, args.torch_tf32)
-            if framework == 'torch' else None)
+  runner = (
+    TorchRunner(args.torch_ref, config, params, torch_device, args.torch_tf32)
+    if framework == 'torch'
+    else None
+  )
   for case in cases:
     if runner is not None:
       r, out = runner.run(case, warmup, steps)
@@ -575,20 +699,27 @@ def run_cases(framework: str, cases: Sequence[Case], args: argparse.Namespace,
     results.append(r)
     if out is not None:
       outputs[(framework, case.key)] = out
-    print(f'{framework:5s} {case.mode} {case.size} b{case.batch} {case.dtype}: '
-          f'{r.error or _fmt(r.images_per_s, ".3f") + " images/s"}{note}', flush=True)
+    print(
+      f'{framework:5s} {case.mode} {case.size} b{case.batch} {case.dtype}: '
+      f'{r.error or _fmt(r.images_per_s, ".3f") + " images/s"}{note}',
+      flush=True,
+    )
   return results, outputs
 
 
-def save_results(path: str, results: Sequence[Result],
-                 outputs: dict[tuple, np.ndarray]) -> None:
+def save_results(
+  path: str, results: Sequence[Result], outputs: dict[tuple, np.ndarray]
+) -> None:
   with open(path, 'w') as f:
     json.dump([dataclasses.asdict(r) for r in results], f)
-  np.savez(path + '.npz', **{'|'.join(map(str, k[1])): v for k, v in outputs.items()})
+  np.savez(
+    path + '.npz', **{'|'.join(map(str, k[1])): v for k, v in outputs.items()}
+  )
 
 
-def load_results(path: str, framework: str
-                 ) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+def load_results(
+  path: str, framework: str
+) -> tuple[list[Result], dict[tuple, np.ndarray]]:
   with open(path) as f:
     results = [Result(**{**d, 'case': Case(**d['case'])}) for d in json.load(f)]
   outputs = {}
@@ -599,8 +730,9 @@ def load_results(path: str, framework: str
   return results, outputs
 
 
-def run_isolated(argv: Sequence[str], rounds: int, cases: Sequence[Case]
-                 ) -> tuple[list[Result], dict[tuple, np.ndarray]]:
+def run_isolated(
+  argv: Sequence[str], rounds: int, cases: Sequence[Case]
+) -> tuple[list[Result], dict[tuple, np.ndarray]]:
   """Runs each framework's cases in fresh processes, alternating, `rounds` times.
 
   Neither framework then shares a heap, thread pools or device memory with the
@@ -612,10 +744,18 @@ def run_isolated(argv: Sequence[str], rounds: int, cases: Sequence[Case]
   outputs: dict[tuple, np.ndarray] = {}
   with tempfile.TemporaryDirectory() as tmp:
     for i in range(rounds):
-      for framework in (('torch', 'jax') if i % 2 == 0 else ('jax', 'torch')):
+      for framework in ('torch', 'jax') if i % 2 == 0 else ('jax', 'torch'):
         out = os.path.join(tmp, f'{framework}{i}.json')
-        subprocess.run([sys.executable, __file__, *argv, f'--only={framework}',
-                        f'--results_out={out}'], check=True)
+        subprocess.run(
+          [
+            sys.executable,
+            __file__,
+            *argv,
+            f'--only={framework}',
+            f'--results_out={out}',
+          ],
+          check=True,
+        )
         results, outs = load_results(out, framework)
         outputs.update(outs)
         for r in results:
@@ -628,59 +768,120 @@ def run_isolated(argv: Sequence[str], rounds: int, cases: Sequence[Case]
             merged[key].error = merged[key].error or r.error
   order = {('torch', c.key): i for i, c in enumerate(cases)}
   order.update({('jax', c.key): len(cases) + i for i, c in enumerate(cases)})
-  return sorted(merged.values(), key=lambda r: order[(r.framework, r.case.key)]), outputs
+  return sorted(
+    merged.values(), key=lambda r: order[(r.framework, r.case.key)]
+  ), outputs
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--config', default=None,
-                 help=f'Model widths: one of {sorted(MODELS)} or configs/*.py '
-                 '(default: full; --smoke: tiny).')
-  p.add_argument('--sizes', default=None,
-                 help='Comma-separated HxW or S (default: 256,720x1280).')
-  p.add_argument('--train_sizes', default=None,
-                 help='Sizes to train at (default: --sizes; on CPU only those up to '
-                 '256x256: a 720x1280 full-width step takes ~20 min on one core).')
-  p.add_argument('--batch', default=None,
-                 help='Training and inference batch sizes (comma-separated); '
-                 'sets both --train_batch and --infer_batch.')
-  p.add_argument('--train_batch', default=None,
-                 help='Default: 16 on GPU/TPU for sizes up to 256x256 and 1 above; 1 on CPU.')
+  p.add_argument(
+    '--config',
+    default=None,
+    help=f'Model widths: one of {sorted(MODELS)} or configs/*.py '
+    '(default: full; --smoke: tiny).',
+  )
+  p.add_argument(
+    '--sizes',
+    default=None,
+    help='Comma-separated HxW or S (default: 256,720x1280).',
+  )
+  p.add_argument(
+    '--train_sizes',
+    default=None,
+    help='Sizes to train at (default: --sizes; on CPU only those up to '
+    '256x256: a 720x1280 full-width step takes ~20 min on one core).',
+  )
+  p.add_argument(
+    '--batch',
+    default=None,
+    help='Training and inference batch sizes (comma-separated); '
+    'sets both --train_batch and --infer_batch.',
+  )
+  p.add_argument(
+    '--train_batch',
+    default=None,
+    help='Default: 16 on GPU/TPU for sizes up to 256x256 and 1 above; 1 on CPU.',
+  )
   p.add_argument('--infer_batch', default=None, help='Default: 1.')
-  p.add_argument('--dtypes', default=None,
-                 help='float32,bfloat16 (default: both on GPU/TPU, float32 on CPU).')
+  p.add_argument(
+    '--dtypes',
+    default=None,
+    help='float32,bfloat16 (default: both on GPU/TPU, float32 on CPU).',
+  )
   p.add_argument('--modes', default='infer,train')
-  p.add_argument('--steps', type=int, default=None,
-                 help='Timed calls per case; the median is reported (default 10 on '
-                 'GPU/TPU, 5 on CPU).')
-  p.add_argument('--warmup', type=int, default=None,
-                 help='Untimed calls before timing, the first reported (default 2).')
-  p.add_argument('--precision', default=None, choices=('high', 'highest'),
-                 help="FCN's convolution precision (default: XLA's default).")
-  p.add_argument('--peak_tflops', default=None,
-                 help="Device peak, '67' or 'float32:67,bfloat16:989' (default: "
-                 'a table of known devices).')
-  p.add_argument('--torch_ref', default=os.environ.get('FCN_OFFICIAL_REPO'),
-                 help='Checkout of the official FCN (Net.py, losses.py) to compare '
-                 'with (default: $FCN_OFFICIAL_REPO).')
+  p.add_argument(
+    '--steps',
+    type=int,
+    default=None,
+    help='Timed calls per case; the median is reported (default 10 on '
+    'GPU/TPU, 5 on CPU).',
+  )
+  p.add_argument(
+    '--warmup',
+    type=int,
+    default=None,
+    help='Untimed calls before timing, the first reported (default 2).',
+  )
+  p.add_argument(
+    '--precision',
+    default=None,
+    choices=('high', 'highest'),
+    help="FCN's convolution precision (default: XLA's default).",
+  )
+  p.add_argument(
+    '--peak_tflops',
+    default=None,
+    help="Device peak, '67' or 'float32:67,bfloat16:989' (default: "
+    'a table of known devices).',
+  )
+  p.add_argument(
+    '--torch_ref',
+    default=os.environ.get('FCN_OFFICIAL_REPO'),
+    help='Checkout of the official FCN (Net.py, losses.py) to compare '
+    'with (default: $FCN_OFFICIAL_REPO).',
+  )
   p.add_argument('--no_torch', action='store_true', help='Ignore --torch_ref.')
-  p.add_argument('--torch_device', default=None, help='Default: cuda if available, else cpu.')
-  p.add_argument('--torch_tf32', action='store_true', help='Allow TF32 in PyTorch.')
-  p.add_argument('--torch_threads', type=int, default=None,
-                 help="PyTorch intra-op threads (default: PyTorch's own choice).")
-  p.add_argument('--rounds', type=int, default=1,
-                 help='With --torch_ref: each framework runs its cases in a fresh '
-                 'process, alternating torch, jax, jax, torch, ... for this many '
-                 'rounds; the timed calls of all rounds are pooled (default 1).')
-  p.add_argument('--only', choices=('jax', 'torch'), default=None,
-                 help=argparse.SUPPRESS)  # a worker of --rounds
+  p.add_argument(
+    '--torch_device', default=None, help='Default: cuda if available, else cpu.'
+  )
+  p.add_argument(
+    '--torch_tf32', action='store_true', help='Allow TF32 in PyTorch.'
+  )
+  p.add_argument(
+    '--torch_threads',
+    type=int,
+    default=None,
+    help="PyTorch intra-op threads (default: PyTorch's own choice).",
+  )
+  p.add_argument(
+    '--rounds',
+    type=int,
+    default=1,
+    help='With --torch_ref: each framework runs its cases in a fresh '
+    'process, alternating torch, jax, jax, torch, ... for this many '
+    'rounds; the timed calls of all rounds are pooled (default 1).',
+  )
+  p.add_argument(
+    '--only', choices=('jax', 'torch'), default=None, help=argparse.SUPPRESS
+  )  # a worker of --rounds
   p.add_argument('--results_out', default=None, help=argparse.SUPPRESS)
-  p.add_argument('--also_metrics', action='store_true', help='Also run bench/metrics.py.')
-  p.add_argument('--also_input_pipeline', action='store_true',
-                 help='Also run bench/input_pipeline.py (needs TensorFlow).')
-  p.add_argument('--markdown_out', default=None, help='Write the Markdown block here.')
-  p.add_argument('--smoke', action='store_true',
-                 help=f'Tiny model and sizes, few steps: {SMOKE}.')
+  p.add_argument(
+    '--also_metrics', action='store_true', help='Also run bench/metrics.py.'
+  )
+  p.add_argument(
+    '--also_input_pipeline',
+    action='store_true',
+    help='Also run bench/input_pipeline.py (needs TensorFlow).',
+  )
+  p.add_argument(
+    '--markdown_out', default=None, help='Write the Markdown block here.'
+  )
+  p.add_argument(
+    '--smoke',
+    action='store_true',
+    help=f'Tiny model and sizes, few steps: {SMOKE}.',
+  )
   args = p.parse_args(argv)
   if args.rounds < 1:
     p.error(f'--rounds={args.rounds}: must be at least 1')
@@ -711,14 +912,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Both frameworks share the accelerator: JAX allocates as it goes instead
     # of taking 75% up front, and PyTorch runs (and frees its cache) first.
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
+  warnings.filterwarnings(
+    'ignore', message='Some donated buffers were not usable'
+  )
 
   accelerator = jax.default_backend() != 'cpu'
   dev = jax.devices()[0]
   name, config = bench_config(args.config or 'full')
   fields = model_fields(config)
   sizes = [parse_size(s) for s in (args.sizes or '256,720x1280').split(',')]
-  dtypes = (args.dtypes or ('float32,bfloat16' if accelerator else 'float32')).split(',')
+  dtypes = (
+    args.dtypes or ('float32,bfloat16' if accelerator else 'float32')
+  ).split(',')
   for d in dtypes:
     if d not in ('float32', 'bfloat16'):
       sys.exit(f'error: --dtypes: {d!r} is not float32 or bfloat16')
@@ -727,7 +932,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   warmup = args.warmup if args.warmup is not None else 2
   infer_batches = parse_ints(args.infer_batch or '1')
   peaks_override = parse_peaks(args.peak_tflops)
-  peaks = functools.partial(peak_tflops, dev.device_kind, override=peaks_override)
+  peaks = functools.partial(
+    peak_tflops, dev.device_kind, override=peaks_override
+  )
 
   def train_batches(h, w):
     if args.train_batch:
@@ -737,7 +944,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.train_sizes:
     train_sizes = [parse_size(s) for s in args.train_sizes.split(',')]
   else:
-    train_sizes = [(h, w) for h, w in sizes if accelerator or h * w <= 256 * 256]
+    train_sizes = [
+      (h, w) for h, w in sizes if accelerator or h * w <= 256 * 256
+    ]
   cases = []
   for h, w in dict.fromkeys(sizes + train_sizes):
     for dtype in dtypes:
@@ -752,85 +961,152 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   torch_device = None
   if use_torch:
     import torch  # pylint: disable=g-import-not-at-top
-    torch_device = args.torch_device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+    torch_device = args.torch_device or (
+      'cuda' if torch.cuda.is_available() else 'cpu'
+    )
     if args.torch_threads:
       torch.set_num_threads(args.torch_threads)
   load_start = os.getloadavg()
   header = machine_lines(torch_device)
   if not args.only:
     print('\n'.join(header))
-  print(f'model {name}: {fields}; {len(cases)} cases; {steps} timed steps after '
-        f'{warmup} warm-up; load average {load_start[0]:.2f} {load_start[1]:.2f} '
-        f'{load_start[2]:.2f}', flush=True)
+  print(
+    f'model {name}: {fields}; {len(cases)} cases; {steps} timed steps after '
+    f'{warmup} warm-up; load average {load_start[0]:.2f} {load_start[1]:.2f} '
+    f'{load_start[2]:.2f}',
+    flush=True,
+  )
 
   init = functools.partial(init_params, FCN(**fields))  # as create_train_state
-  n_params = sum(p.size for p in jax.tree.leaves(jax.eval_shape(init, jax.random.key(0))))
+  n_params = sum(
+    p.size for p in jax.tree.leaves(jax.eval_shape(init, jax.random.key(0)))
+  )
   print(f'{n_params / 1e6:.3f} M parameters', flush=True)
 
   if use_torch and not args.only:
     # Each framework in fresh processes (the workers below), not in this one.
-    results, outputs = run_isolated(argv if argv is not None else sys.argv[1:],
-                                    args.rounds, cases)
+    results, outputs = run_isolated(
+      argv if argv is not None else sys.argv[1:], args.rounds, cases
+    )
   else:
     framework = args.only or 'jax'
     params = jax.block_until_ready(jax.jit(init)(jax.random.key(PARAMS_SEED)))
-    results, outputs = run_cases(framework, cases, args, config, params, torch_device,
-                                 warmup, steps)
+    results, outputs = run_cases(
+      framework, cases, args, config, params, torch_device, warmup, steps
+    )
     if args.only:  # a worker of run_isolated: results to --results_out
       save_results(args.results_out, results, outputs)
       return 0
   parity = []
   for case in cases:
-    jax_out, torch_out = outputs.get(('jax', case.key)), outputs.get(('torch', case.key))
-    if jax_out is not None and torch_out is not None and case.dtype == 'float32' \
-        and case.batch == 1:
+    jax_out, torch_out = (
+      outputs.get(('jax', case.key)),
+      outputs.get(('torch', case.key)),
+    )
+    if (
+      jax_out is not None
+      and torch_out is not None
+      and case.dtype == 'float32'
+      and case.batch == 1
+    ):
       diff = float(np.max(np.abs(jax_out - torch_out)))
-      parity.append(f'- max |JAX - PyTorch| of the final output, {case.size}: {diff:.2e}')
+      parity.append(
+        f'- max |JAX - PyTorch| of the final output, {case.size}: {diff:.2e}'
+      )
   for r in results:  # PyTorch computes the same function: same FLOPs
     if r.framework == 'torch':
-      r.flops = next((j.flops for j in results if j.framework == 'jax'
-                      and j.case.key == r.case.key), None)
+      r.flops = next(
+        (
+          j.flops
+          for j in results
+          if j.framework == 'jax' and j.case.key == r.case.key
+        ),
+        None,
+      )
   load_end = os.getloadavg()
 
-  cmd = ' '.join(['python bench/throughput.py', *(argv if argv is not None else sys.argv[1:])])
+  cmd = ' '.join(
+    [
+      'python bench/throughput.py',
+      *(argv if argv is not None else sys.argv[1:]),
+    ]
+  )
   jax_precision = args.precision or "XLA default"
-  block = [f'### FCN throughput: {dev.device_kind}, model {name}', '', *header,
-           f'- load average (1/5/15 min): start {load_start[0]:.2f}/{load_start[1]:.2f}/'
-           f'{load_start[2]:.2f}, end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}',
-           f'- model: {fields} ({n_params / 1e6:.2f} M parameters)',
-           f'- timing: median of {steps * (args.rounds if use_torch else 1)} calls'
-           + (f' ({steps} in each of {args.rounds} rounds; each round runs each framework '
-              'in a fresh process, torch, jax, jax, torch, ...)' if use_torch else '')
-           + f' after {warmup} warm-up calls (the first reported as "first call"); JAX '
-           'compile time apart; CPU s/call: process CPU time (all threads) per call, median',
-           f'- precision: JAX FCN(precision={args.precision}) ({jax_precision}); '
-           + (f'PyTorch TF32 {"on" if args.torch_tf32 else "off"}, cudnn.benchmark on '
-              '(CUDA); bfloat16 = torch.autocast' if use_torch else 'no PyTorch run'),
-           *(['- note: on NVIDIA Ampere and newer GPUs XLA\'s default precision may run '
-               'float32 convolutions in TF32 (PyTorch here: TF32 off); for like-for-like '
-               'float32 pass --precision=highest or --torch_tf32. The float32 peak is the '
-               'non-tensor-core rate, so TF32 can exceed 100%']
-             if dev.platform == 'gpu' else []),
-           '- training: fcn_jax.train.train_step: 3 stage losses (Charbonnier + '
-           f'{config.loss.edge_weight} x edge), fixed trust, Adam '
-           f'{config.optimizer.learning_rate}; PyTorch: the release\'s losses.py and '
-           'torch.optim.Adam',
-           '- FLOPs: XLA cost analysis of the compiled JAX call (2 per multiply-add); '
-           'PyTorch TFLOP/s uses the same count. XLA memory: the executable\'s plan '
-           '(arguments + outputs + temporaries); peak memory: device peak (JAX: of the '
-           'process so far; PyTorch: of the case)',
-           f'- command: `{cmd}`', *parity, '', *result_table(results, peaks), '']
+  block = [
+    f'### FCN throughput: {dev.device_kind}, model {name}',
+    '',
+    *header,
+    f'- load average (1/5/15 min): start {load_start[0]:.2f}/{load_start[1]:.2f}/'
+    f'{load_start[2]:.2f}, end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}',
+    f'- model: {fields} ({n_params / 1e6:.2f} M parameters)',
+    f'- timing: median of {steps * (args.rounds if use_torch else 1)} calls'
+    + (
+      f' ({steps} in each of {args.rounds} rounds; each round runs each framework '
+      'in a fresh process, torch, jax, jax, torch, ...)'
+      if use_torch
+      else ''
+    )
+    + f' after {warmup} warm-up calls (the first reported as "first call"); JAX '
+    'compile time apart; CPU s/call: process CPU time (all threads) per call, median',
+    f'- precision: JAX FCN(precision={args.precision}) ({jax_precision}); '
+    + (
+      f'PyTorch TF32 {"on" if args.torch_tf32 else "off"}, cudnn.benchmark on '
+      '(CUDA); bfloat16 = torch.autocast'
+      if use_torch
+      else 'no PyTorch run'
+    ),
+    *(
+      [
+        '- note: on NVIDIA Ampere and newer GPUs XLA\'s default precision may run '
+        'float32 convolutions in TF32 (PyTorch here: TF32 off); for like-for-like '
+        'float32 pass --precision=highest or --torch_tf32. The float32 peak is the '
+        'non-tensor-core rate, so TF32 can exceed 100%'
+      ]
+      if dev.platform == 'gpu'
+      else []
+    ),
+    '- training: fcn_jax.train.train_step: 3 stage losses (Charbonnier + '
+    f'{config.loss.edge_weight} x edge), fixed trust, Adam '
+    f'{config.optimizer.learning_rate}; PyTorch: the release\'s losses.py and '
+    'torch.optim.Adam',
+    '- FLOPs: XLA cost analysis of the compiled JAX call (2 per multiply-add); '
+    'PyTorch TFLOP/s uses the same count. XLA memory: the executable\'s plan '
+    '(arguments + outputs + temporaries); peak memory: device peak (JAX: of the '
+    'process so far; PyTorch: of the case)',
+    f'- command: `{cmd}`',
+    *parity,
+    '',
+    *result_table(results, peaks),
+    '',
+  ]
   if use_torch:
     block += ['JAX / PyTorch:', '', *ratio_table(results), '']
   if args.also_metrics:
     block += run_other_benchmark(
-        'metrics.py', ['--batch', '1', '--height', '64', '--width', '64'] if args.smoke
-        else [], ('skimage', 'scipy', 'clu'))
+      'metrics.py',
+      ['--batch', '1', '--height', '64', '--width', '64'] if args.smoke else [],
+      ('skimage', 'scipy', 'clu'),
+    )
   if args.also_input_pipeline:
     block += run_other_benchmark(
-        'input_pipeline.py', ['--seconds', '3', '--photos', '2', '--crops_per_photo', '1',
-                              '--batch_size', '2', '--crop', '64'] if args.smoke else [],
-        ('tensorflow', 'tensorflow_datasets', 'PIL'))
+      'input_pipeline.py',
+      [
+        '--seconds',
+        '3',
+        '--photos',
+        '2',
+        '--crops_per_photo',
+        '1',
+        '--batch_size',
+        '2',
+        '--crop',
+        '64',
+      ]
+      if args.smoke
+      else [],
+      ('tensorflow', 'tensorflow_datasets', 'PIL'),
+    )
   text = '\n'.join(block)
   print('\n' + text)
   if args.markdown_out:

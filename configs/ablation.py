@@ -12,6 +12,7 @@ PB removes the query-key gate with it (EFEM gates PB's map): without=pb at 4
 stages is MPRNet. Runs at fewer stages also log the losses of the stages they
 do not build (constant: the blurry input's).
 """
+
 import ml_collections
 
 from configs import gopro
@@ -19,18 +20,30 @@ from configs import gopro
 STAGES = (1, 2, 3, 4)
 # `without=` -> the config.model switches it turns off.
 REMOVE = {
-    'none': {},
-    'pb': {'use_pb': False, 'use_efem': False},
-    'efem': {'use_efem': False},
-    'msam': {'use_msam': False},
-    'rim': {'use_rim': False},
+  'none': {},
+  'pb': {'use_pb': False, 'use_efem': False},
+  'efem': {'use_efem': False},
+  'msam': {'use_msam': False},
+  'rim': {'use_rim': False},
 }
 # The paper's Table 2: (stages, removed) -> GoPro test PSNR (dB).
 PAPER_PSNR = {
-    (1, 'pb'): 28.99, (1, 'efem'): 27.45, (1, 'msam'): 26.19, (1, 'rim'): 26.84,
-    (2, 'pb'): 29.69, (2, 'efem'): 29.32, (2, 'msam'): 28.78, (2, 'rim'): 28.35,
-    (3, 'pb'): 30.97, (3, 'efem'): 30.48, (3, 'msam'): 29.91, (3, 'rim'): 29.33,
-    (4, 'pb'): 31.84, (4, 'efem'): 31.24, (4, 'msam'): 30.71, (4, 'rim'): 30.04,
+  (1, 'pb'): 28.99,
+  (1, 'efem'): 27.45,
+  (1, 'msam'): 26.19,
+  (1, 'rim'): 26.84,
+  (2, 'pb'): 29.69,
+  (2, 'efem'): 29.32,
+  (2, 'msam'): 28.78,
+  (2, 'rim'): 28.35,
+  (3, 'pb'): 30.97,
+  (3, 'efem'): 30.48,
+  (3, 'msam'): 29.91,
+  (3, 'rim'): 29.33,
+  (4, 'pb'): 31.84,
+  (4, 'efem'): 31.24,
+  (4, 'msam'): 30.71,
+  (4, 'rim'): 30.04,
 }
 
 
@@ -45,15 +58,20 @@ def parse(arg: str) -> tuple[int, str]:
     key, sep, value = item.partition('=')
     key, value = key.strip(), value.strip()
     if not sep or key not in values:
-      raise ValueError(f'configs/ablation.py: {item!r} is not stages=N or '
-                       f'without=MODULE (e.g. stages=3,without=msam)')
+      raise ValueError(
+        f'configs/ablation.py: {item!r} is not stages=N or '
+        f'without=MODULE (e.g. stages=3,without=msam)'
+      )
     values[key] = value.lower()
   if values['stages'] not in {str(s) for s in STAGES}:
-    raise ValueError(f'configs/ablation.py: stages={values["stages"]!r}: use '
-                     f'1, 2, 3 or 4')
+    raise ValueError(
+      f'configs/ablation.py: stages={values["stages"]!r}: use 1, 2, 3 or 4'
+    )
   if values['without'] not in REMOVE:
-    raise ValueError(f'configs/ablation.py: without={values["without"]!r}: use '
-                     f'one of {", ".join(REMOVE)}')
+    raise ValueError(
+      f'configs/ablation.py: without={values["without"]!r}: use '
+      f'one of {", ".join(REMOVE)}'
+    )
   return int(values['stages']), values['without']
 
 

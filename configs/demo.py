@@ -9,6 +9,7 @@ summary (restored against blurry, PSNR and both SSIMs) and an image grid
 
   python main.py --config=configs/demo.py --workdir=runs/demo     # or: make demo
 """
+
 from configs import default
 from fcn_jax.models import presets
 
@@ -26,7 +27,7 @@ def get_config():
   config.log_every_steps = 50
   config.eval_every_steps = 400
   config.checkpoint_every_steps = 100
-  config.num_eval_images_logged = 6   # also runs/demo/eval/<dataset>/grid.png
+  config.num_eval_images_logged = 6  # also runs/demo/eval/<dataset>/grid.png
   config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 50

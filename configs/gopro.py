@@ -19,12 +19,13 @@ as PIL's, 9-outcome symmetry draw), which the paper does not describe.
   python main.py --config=configs/gopro.py --workdir=runs/gopro \
       --config.data_dir=~/tensorflow_datasets
 """
+
 from configs import default
 
 
 def get_config():
   config = default.get_config()
-  spe = default.steps(1, config.batch_size)           # 132 steps per epoch
+  spe = default.steps(1, config.batch_size)  # 132 steps per epoch
   config.num_train_steps = 600 * spe
   config.optimizer.schedule = 'step'
   config.optimizer.decay_every_steps = 200 * spe

@@ -18,6 +18,7 @@ run then scores the crops, the final one included):
 
   python main.py --config=configs/gopro_release.py --workdir=runs/gopro_release
 """
+
 from configs import default
 
 

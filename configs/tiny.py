@@ -6,6 +6,7 @@ photographs (built on first use, no download). The tests use it.
   python main.py --config=configs/tiny.py --workdir=/tmp/fcn_tiny \
       --config.data_dir=/tmp/fcn_tiny_data
 """
+
 from configs import default
 from fcn_jax.models import presets
 

@@ -8,6 +8,7 @@ The image is reflect-padded at the bottom and right to a multiple of 8 and
 cropped back, and the result quantised with rint(x * 255), as
 `fcn_jax.predict` does, so both give the same image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     image = np.asarray(ImageOps.exif_transpose(im).convert('RGB'), np.float32)
   sharp = deblur(exported, image / np.float32(255))
   Image.fromarray(np.rint(sharp * np.float32(255)).astype(np.uint8)).save(
-      args.output, format='PNG')
+    args.output, format='PNG'
+  )
   print(f'wrote {args.output}', file=sys.stderr)
 
 

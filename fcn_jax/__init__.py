@@ -7,4 +7,5 @@ Nothing here imports TensorFlow; only `fcn_jax.input_pipeline` and `tfds_gopro` 
 def load(workdir: str, **kwargs):
   """Loads the checkpoint of `workdir` for notebook use; see `fcn_jax.inference.Deblurrer`."""
   from fcn_jax import inference  # pylint: disable=g-import-not-at-top
+
   return inference.load(workdir, **kwargs)

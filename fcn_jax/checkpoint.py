@@ -15,6 +15,7 @@ so prediction, evaluation and fine-tuning rebuild the model from DIR alone.
 `warm_start` starts a different model (e.g. FCN from converted MPRNet
 weights) from the modules the two share.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -32,22 +33,33 @@ BEST = 'best'
 
 # Readers open managers read-only on purpose; Orbax warns about it every time.
 logging.get_absl_logger().addFilter(
-    lambda record: 'Given directory is read only' not in record.getMessage())
+  lambda record: 'Given directory is read only' not in record.getMessage()
+)
 
 
-def make_manager(workdir: str, kind: str = LATEST, *, max_to_keep: int = 1,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+def make_manager(
+  workdir: str,
+  kind: str = LATEST,
+  *,
+  max_to_keep: int = 1,
+  read_only: bool = False,
+) -> ocp.CheckpointManager:
   """The CheckpointManager of `workdir/kind` (kind: 'checkpoints' or 'best')."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=None if read_only else max_to_keep,
-      save_interval_steps=0 if read_only else 1,
-      create=not read_only, read_only=read_only,
-      cleanup_tmp_directories=not read_only,
-      # Its own barrier names: with several processes, `best` and `checkpoints`
-      # saving the same step at once must not meet at one barrier.
-      multiprocessing_options=ocp.options.MultiprocessingOptions(
-          barrier_sync_key_prefix=kind),
-      **(dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}))
+    max_to_keep=None if read_only else max_to_keep,
+    save_interval_steps=0 if read_only else 1,
+    create=not read_only,
+    read_only=read_only,
+    cleanup_tmp_directories=not read_only,
+    # Its own barrier names: with several processes, `best` and `checkpoints`
+    # saving the same step at once must not meet at one barrier.
+    multiprocessing_options=ocp.options.MultiprocessingOptions(
+      barrier_sync_key_prefix=kind
+    ),
+    **(
+      dict(best_fn=lambda m: m['psnr'], best_mode='max') if kind == BEST else {}
+    ),
+  )
   return ocp.CheckpointManager(absolute(workdir) / kind, options=options)
 
 
@@ -57,13 +69,22 @@ def absolute(path: epath.PathLike) -> epath.Path:
   return path if path.is_absolute() else path.absolute()
 
 
-def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
-         config: dict, meta: dict, train: Any = None,
-         metrics: Optional[dict] = None) -> None:
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  *,
+  params: Any,
+  config: dict,
+  meta: dict,
+  train: Any = None,
+  metrics: Optional[dict] = None,
+) -> None:
   """Saves one step (asynchronously; `manager.wait_until_finished()` to block)."""
-  items = dict(params=ocp.args.StandardSave(params),
-               config=ocp.args.JsonSave(config),
-               meta=ocp.args.JsonSave(dict(meta, step=int(step))))
+  items = dict(
+    params=ocp.args.StandardSave(params),
+    config=ocp.args.JsonSave(config),
+    meta=ocp.args.JsonSave(dict(meta, step=int(step))),
+  )
   if train is not None:
     items['train'] = ocp.args.StandardSave(train)
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
@@ -71,40 +92,66 @@ def save(manager: ocp.CheckpointManager, step: int, *, params: Any,
 
 def split_train_state(state: Any) -> tuple[Any, dict]:
   """(params, train) items of a training state (`fcn_jax.train.TrainState`)."""
-  return state.params['net'], {'step': state.step,
-                               'trust': state.params['trust'],
-                               'opt_state': state.opt_state}
+  return state.params['net'], {
+    'step': state.step,
+    'trust': state.params['trust'],
+    'opt_state': state.opt_state,
+  }
 
 
-def save_train_state(manager: ocp.CheckpointManager, state: Any, *,
-                     config: dict, batch_size: int,
-                     metrics: Optional[dict] = None) -> None:
+def save_train_state(
+  manager: ocp.CheckpointManager,
+  state: Any,
+  *,
+  config: dict,
+  batch_size: int,
+  metrics: Optional[dict] = None,
+) -> None:
   """Saves a training state at its step, with the data position and metrics."""
   step = int(state.step)
   params, train = split_train_state(state)
-  meta = {'samples_seen': step * batch_size,
-          **({'metrics': metrics} if metrics else {})}
-  save(manager, step, params=params, train=train, config=config, meta=meta,
-       metrics=metrics)
+  meta = {
+    'samples_seen': step * batch_size,
+    **({'metrics': metrics} if metrics else {}),
+  }
+  save(
+    manager,
+    step,
+    params=params,
+    train=train,
+    config=config,
+    meta=meta,
+    metrics=metrics,
+  )
 
 
-def restore_train_state(manager: ocp.CheckpointManager, abstract: Any,
-                        sharding: jax.sharding.Sharding,
-                        step: Optional[int] = None) -> Any:
+def restore_train_state(
+  manager: ocp.CheckpointManager,
+  abstract: Any,
+  sharding: jax.sharding.Sharding,
+  step: Optional[int] = None,
+) -> Any:
   """The training state saved at `step` (default: the latest), placed with
   `sharding`; `abstract` (e.g. from `jax.eval_shape`) gives its structure."""
   step = manager.latest_step() if step is None else step
   target = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-      abstract)
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+    abstract,
+  )
   params, train = split_train_state(target)
-  restored = manager.restore(step, args=ocp.args.Composite(
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
       params=ocp.args.StandardRestore(params),
-      train=ocp.args.StandardRestore(train)))
+      train=ocp.args.StandardRestore(train),
+    ),
+  )
   train = restored['train']
   return abstract.replace(
-      step=train['step'], opt_state=train['opt_state'],
-      params={'net': restored['params'], 'trust': train['trust']})
+    step=train['step'],
+    opt_state=train['opt_state'],
+    params={'net': restored['params'], 'trust': train['trust']},
+  )
 
 
 def best_metrics(manager: ocp.CheckpointManager) -> Optional[dict]:
@@ -112,8 +159,9 @@ def best_metrics(manager: ocp.CheckpointManager) -> Optional[dict]:
   step = manager.latest_step()
   if step is None:
     return None
-  return manager.restore(step, args=ocp.args.Composite(
-      meta=ocp.args.JsonRestore()))['meta'].get('metrics')
+  return manager.restore(
+    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+  )['meta'].get('metrics')
 
 
 def find(workdir: str) -> tuple[str, int]:
@@ -128,48 +176,61 @@ def find(workdir: str) -> tuple[str, int]:
       if step is not None:
         return kind, step
   raise FileNotFoundError(
-      f'no checkpoint in {workdir} (expected {workdir}/{BEST}/<step> or '
-      f'{workdir}/{LATEST}/<step>, written by main.py or fcn_jax.convert)')
+    f'no checkpoint in {workdir} (expected {workdir}/{BEST}/<step> or '
+    f'{workdir}/{LATEST}/<step>, written by main.py or fcn_jax.convert)'
+  )
 
 
-def read_config(workdir: str, kind: Optional[str] = None,
-                step: Optional[int] = None) -> dict:
+def read_config(
+  workdir: str, kind: Optional[str] = None, step: Optional[int] = None
+) -> dict:
   """The config stored with a checkpoint (default: the one `find` picks)."""
   if kind is None:
     kind, step = find(workdir)
   mngr = make_manager(workdir, kind, read_only=True)
-  return mngr.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
+  return mngr.restore(
+    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+  )['config']
 
 
 def model_from_config(config: dict, **overrides) -> FCN:
   """The FCN described by `config['model']` (JSON lists become tuples)."""
-  fields = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in dict(config['model']).items()}
+  fields = {
+    k: tuple(v) if isinstance(v, list) else v
+    for k, v in dict(config['model']).items()
+  }
   fields.update(overrides)
   return FCN(**fields)
 
 
-def abstract_params(model: FCN, sharding: Optional[jax.sharding.Sharding] = None):
+def abstract_params(
+  model: FCN, sharding: Optional[jax.sharding.Sharding] = None
+):
   """Shapes, dtypes and placement of `model`'s parameters, without computing them."""
   shapes = jax.eval_shape(
-      model.init, jax.random.key(0),
-      jax.ShapeDtypeStruct((1, 16, 16, 3), 'float32'))['params']
+    model.init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 16, 16, 3), 'float32'),
+  )['params']
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
+  )
 
 
-def load_params(workdir: str, sharding: Optional[jax.sharding.Sharding] = None
-                ) -> tuple[Any, dict]:
+def load_params(
+  workdir: str, sharding: Optional[jax.sharding.Sharding] = None
+) -> tuple[Any, dict]:
   """(params, config) of the checkpoint that `find(workdir)` picks."""
   kind, step = find(workdir)
   mngr = make_manager(workdir, kind, read_only=True)
-  config = mngr.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
+  config = mngr.restore(
+    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+  )['config']
   target = abstract_params(model_from_config(config), sharding)
   restored = mngr.restore(
-      step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+  )
   return restored['params'], config
 
 
@@ -177,9 +238,9 @@ class IncompatibleCheckpointError(ValueError):
   """A checkpoint whose modules do not fit the model being initialised."""
 
 
-def warm_start(params: dict, workdir: str,
-               sharding: Optional[jax.sharding.Sharding] = None
-               ) -> tuple[dict, list[str], list[str]]:
+def warm_start(
+  params: dict, workdir: str, sharding: Optional[jax.sharding.Sharding] = None
+) -> tuple[dict, list[str], list[str]]:
   """`params` with every top-level module of `workdir`'s checkpoint put in.
 
   The checkpoint may hold another architecture than `params` (its own config
@@ -199,7 +260,8 @@ def warm_start(params: dict, workdir: str,
   for name in restored:
     if name not in params:
       raise IncompatibleCheckpointError(
-          f'init_from {workdir}: its module {name} is not in this model')
+        f'init_from {workdir}: its module {name} is not in this model'
+      )
   out, loaded, new = dict(params), [], []
   for name in params:
     if name not in restored:
@@ -210,16 +272,24 @@ def warm_start(params: dict, workdir: str,
     for path in sorted(set(ours) ^ set(theirs)):
       where = 'the checkpoint' if path in theirs else 'this model'
       raise IncompatibleCheckpointError(
-          f'init_from {workdir}: parameter {path} is only in {where}')
+        f'init_from {workdir}: parameter {path} is only in {where}'
+      )
     for path, value in theirs.items():
       if tuple(value.shape) != tuple(ours[path].shape):
         raise IncompatibleCheckpointError(
-            f'init_from {workdir}: parameter {path} has shape '
-            f'{tuple(value.shape)} in the checkpoint, '
-            f'{tuple(ours[path].shape)} in this model')
+          f'init_from {workdir}: parameter {path} has shape '
+          f'{tuple(value.shape)} in the checkpoint, '
+          f'{tuple(ours[path].shape)} in this model'
+        )
     out[name] = restored[name]
     loaded.append(name)
-  logging.info('Initialised from %s: %d modules loaded (%s); %d new, freshly '
-               'initialised (%s)', workdir, len(loaded), ', '.join(loaded),
-               len(new), ', '.join(new) or 'none')
+  logging.info(
+    'Initialised from %s: %d modules loaded (%s); %d new, freshly '
+    'initialised (%s)',
+    workdir,
+    len(loaded),
+    ', '.join(loaded),
+    len(new),
+    ', '.join(new) or 'none',
+  )
   return out, loaded, new

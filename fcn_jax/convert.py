@@ -17,6 +17,7 @@ checkpoint's config says so, so predict, eval and `fcn_jax.load` rebuild it.
 Names: ours follow the paper where the release's are obscure; `torch_key` is the
 single map between the two trees and is used in both directions.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,13 @@ from fcn_jax.models import FCN
 UNUSED_PREFIX = 'stage1_decoder1.'  # built by the release's Net, never called
 
 # Our top-level module names -> the release's.
-_TOP = {'processing_block': 'shallow_feat0', 'msam12': 'sam12',
-        'msam23': 'sam23', 'raw_information': 'stage3_orsnet', 'query_key': ''}
+_TOP = {
+  'processing_block': 'shallow_feat0',
+  'msam12': 'sam12',
+  'msam23': 'sam23',
+  'raw_information': 'stage3_orsnet',
+  'query_key': '',
+}
 _CAB_PARENTS = re.compile(r'^(cab\d*|skip_attn\d)$')
 
 
@@ -84,13 +90,16 @@ def torch_key(path: tuple[str, ...], num_cab: int) -> str:
   The PReLU slope 'prelu' has one key per CAB instead; see `prelu_keys`.
   """
   names = path[:-1]
-  parts = [_rename(names[i - 1] if i else None, name, num_cab)
-           for i, name in enumerate(names)]
+  parts = [
+    _rename(names[i - 1] if i else None, name, num_cab)
+    for i, name in enumerate(names)
+  ]
   return '.'.join(p for p in parts if p) + '.weight'
 
 
-def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
-            ) -> Iterator[tuple[tuple[str, ...], Any]]:
+def _leaves(
+  tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
   for k, v in tree.items():
     if isinstance(v, Mapping):
       yield from _leaves(v, prefix + (k,))
@@ -102,13 +111,21 @@ def prelu_keys(params: Mapping[str, Any], num_cab: int) -> list[str]:
   """Keys of the one shared PReLU: `<cab>.body.1.weight` of every PReLU CAB."""
   keys = []
   for path, _ in _leaves(params):
-    if (len(path) >= 3 and path[-2] == 'conv1' and _CAB_PARENTS.match(path[-3])
-        and path[0] != 'processing_block'):
-      keys.append(torch_key(path, num_cab).replace('body.0.weight', 'body.1.weight'))
+    if (
+      len(path) >= 3
+      and path[-2] == 'conv1'
+      and _CAB_PARENTS.match(path[-3])
+      and path[0] != 'processing_block'
+    ):
+      keys.append(
+        torch_key(path, num_cab).replace('body.0.weight', 'body.1.weight')
+      )
   return keys
 
 
-def flax_to_torch(params: Mapping[str, Any], num_cab: int) -> dict[str, np.ndarray]:
+def flax_to_torch(
+  params: Mapping[str, Any], num_cab: int
+) -> dict[str, np.ndarray]:
   """Our params as an official state_dict (numpy, OIHW), without stage1_decoder1."""
   out = {}
   for path, value in _leaves(params):
@@ -127,8 +144,12 @@ def _numpy(value: Any) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
-FCN_ONLY_PREFIXES = ('shallow_feat0.', 'attention_down.', 'attention_up.',
-                     UNUSED_PREFIX)
+FCN_ONLY_PREFIXES = (
+  'shallow_feat0.',
+  'attention_down.',
+  'attention_up.',
+  UNUSED_PREFIX,
+)
 
 
 def architecture(state_dict: Mapping[str, Any]) -> str:
@@ -156,20 +177,33 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict:
     down = np.shape(sd['stage1_encoder.down12.down.1.weight'])
     concat23 = np.shape(sd['concat23.weight'])
   except KeyError as e:
-    raise ConversionError(f'not an FCN or MPRNet state_dict: missing key '
-                          f'{e.args[0]}') from None
+    raise ConversionError(
+      f'not an FCN or MPRNet state_dict: missing key {e.args[0]}'
+    ) from None
   n_feat = int(shallow[0])
-  num_cab = sum(1 for k in sd if re.fullmatch(r'stage3_orsnet\.orb1\.body\.\d+\.CA\.conv_du\.0\.weight', k))
-  fields = dict(n_feat=n_feat, scale_unetfeats=int(down[0]) - n_feat,
-                scale_orsnetfeats=int(concat23[0]) - n_feat, num_cab=num_cab,
-                kernel_size=int(shallow[-1]),
-                reduction=n_feat // int(squeeze[0]))
+  num_cab = sum(
+    1
+    for k in sd
+    if re.fullmatch(
+      r'stage3_orsnet\.orb1\.body\.\d+\.CA\.conv_du\.0\.weight', k
+    )
+  )
+  fields = dict(
+    n_feat=n_feat,
+    scale_unetfeats=int(down[0]) - n_feat,
+    scale_orsnetfeats=int(concat23[0]) - n_feat,
+    num_cab=num_cab,
+    kernel_size=int(shallow[-1]),
+    reduction=n_feat // int(squeeze[0]),
+  )
   if kind == 'mprnet':
     fields.update(use_pb=False, use_efem=False)
   return fields
 
 
-def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) -> dict:
+def torch_to_flax(
+  state_dict: Mapping[str, Any], model: Optional[FCN] = None
+) -> dict:
   """Maps an FCN or MPRNet state_dict onto FCN parameters.
 
   Args:
@@ -211,7 +245,9 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) ->
       first = next(iter(copies.values()))
       for k, v in copies.items():
         if v.shape != tuple(shape) or not np.array_equal(v, first):
-          raise ConversionError(f'PReLU copy {k} differs from the others (the release shares one)')
+          raise ConversionError(
+            f'PReLU copy {k} differs from the others (the release shares one)'
+          )
       put(path, first)
       continue
     key = torch_key(path, model.num_cab)
@@ -219,12 +255,17 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: Optional[FCN] = None) ->
     hwio = (shape[3], shape[2], shape[0], shape[1])
     if value.shape != hwio:
       raise ConversionError(
-          f'shape mismatch for {key}: state_dict has {value.shape}, the model expects {hwio}')
+        f'shape mismatch for {key}: state_dict has {value.shape}, the model expects {hwio}'
+      )
     put(path, value.transpose(2, 3, 1, 0))
-  extra = sorted(k for k in sd if k not in used and not k.startswith(UNUSED_PREFIX))
+  extra = sorted(
+    k for k in sd if k not in used and not k.startswith(UNUSED_PREFIX)
+  )
   if extra:
-    raise ConversionError(f'unexpected key in the state_dict: {extra[0]}'
-                          + (f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''))
+    raise ConversionError(
+      f'unexpected key in the state_dict: {extra[0]}'
+      + (f' (and {len(extra) - 1} more)' if len(extra) > 1 else '')
+    )
   return params
 
 
@@ -233,9 +274,12 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command line's flags (only when run as a program; see predict.py)."""
-  flags.DEFINE_string('torch_checkpoint', None,
-                      "The FCN release's or MPRNet's .pth file.")
-  flags.DEFINE_string('workdir', None, 'Directory to write the converted checkpoint to.')
+  flags.DEFINE_string(
+    'torch_checkpoint', None, "The FCN release's or MPRNet's .pth file."
+  )
+  flags.DEFINE_string(
+    'workdir', None, 'Directory to write the converted checkpoint to.'
+  )
 
 
 def load_torch_state_dict(path: str) -> tuple[dict, dict]:
@@ -243,17 +287,25 @@ def load_torch_state_dict(path: str) -> tuple[dict, dict]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ConversionError('reading .pth files needs PyTorch: pip install torch '
-                          '(only fcn_jax.convert uses it)') from None
+    raise ConversionError(
+      'reading .pth files needs PyTorch: pip install torch '
+      '(only fcn_jax.convert uses it)'
+    ) from None
   try:
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise ConversionError(f'{path}: not a PyTorch checkpoint ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+    raise ConversionError(
+      f'{path}: not a PyTorch checkpoint ({type(e).__name__}: '
+      f'{str(e).splitlines()[0] if str(e) else ""})'
+    ) from None
   if not isinstance(ckpt, Mapping):
-    raise ConversionError(f'{path}: expected a dict with a state_dict, got {type(ckpt).__name__}')
+    raise ConversionError(
+      f'{path}: expected a dict with a state_dict, got {type(ckpt).__name__}'
+    )
   if 'state_dict' in ckpt:
-    return dict(ckpt['state_dict']), {k: v for k, v in ckpt.items() if k == 'epoch'}
+    return dict(ckpt['state_dict']), {
+      k: v for k, v in ckpt.items() if k == 'epoch'
+    }
   return dict(ckpt), {}
 
 
@@ -262,16 +314,27 @@ def convert_file(torch_checkpoint: str, workdir: str) -> dict:
   if not os.path.isfile(torch_checkpoint):
     raise ConversionError(f'{torch_checkpoint}: no such file')
   if (epath.Path(workdir) / checkpoint.LATEST).is_dir() and (
-      checkpoint.make_manager(workdir, read_only=True).latest_step() is not None):
-    raise ConversionError(f'{workdir} already holds a checkpoint; choose an empty --workdir')
+    checkpoint.make_manager(workdir, read_only=True).latest_step() is not None
+  ):
+    raise ConversionError(
+      f'{workdir} already holds a checkpoint; choose an empty --workdir'
+    )
   state_dict, extra = load_torch_state_dict(torch_checkpoint)
   model_config = infer_model_config(state_dict)
   params = torch_to_flax(state_dict, FCN(**model_config))
   config = {'model': dict(model_config, dtype='float32')}
   mngr = checkpoint.make_manager(workdir)
-  checkpoint.save(mngr, 0, params=params, config=config,
-                  meta=dict(source=os.path.abspath(torch_checkpoint),
-                            architecture=architecture(state_dict), **extra))
+  checkpoint.save(
+    mngr,
+    0,
+    params=params,
+    config=config,
+    meta=dict(
+      source=os.path.abspath(torch_checkpoint),
+      architecture=architecture(state_dict),
+      **extra,
+    ),
+  )
   mngr.wait_until_finished()
   mngr.close()
   return config
@@ -286,8 +349,10 @@ def main(argv):
   except ConversionError as e:
     sys.exit(f'error: {e}')
   kind = 'MPRNet' if config['model'].get('use_pb') is False else 'FCN'
-  print(f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 '
-        f'({kind}: model {config["model"]})')
+  print(
+    f'wrote {FLAGS.workdir}/{checkpoint.LATEST}/0 '
+    f'({kind}: model {config["model"]})'
+  )
 
 
 def cli() -> None:

@@ -12,6 +12,7 @@ when asked).
 --mode=eval both call it); `evaluate_dataset` is `collect`, `summarise` and
 `write` of one dataset.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,9 +35,13 @@ from fcn_jax import models
 METRICS = ('psnr', 'ssim_matlab', 'ssim_per_channel')
 
 
-def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False,
-                   quantize: bool = True
-                   ) -> Callable[..., dict[str, jax.Array]]:
+def make_eval_step(
+  model,
+  mesh: jax.sharding.Mesh,
+  *,
+  ensemble: bool = False,
+  quantize: bool = True,
+) -> Callable[..., dict[str, jax.Array]]:
   """A jitted step: (params, blur, sharp) -> per-image metrics, restored images.
 
   `quantize=False` scores the float output (the release's validation PSNR)
@@ -44,13 +49,20 @@ def make_eval_step(model, mesh: jax.sharding.Mesh, *, ensemble: bool = False,
   """
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
 
-  @functools.partial(jax.jit, out_shardings=data,
-                     compiler_options=models.compiler_options())
+  @functools.partial(
+    jax.jit, out_shardings=data, compiler_options=models.compiler_options()
+  )
   def step(params, blur, sharp):
     restored = inference.restore(model, params, blur, ensemble=ensemble)
     out = dict(metrics.image_metrics(restored, sharp, quantize=quantize))
-    out.update({f'input_{k}': v for k, v in metrics.image_metrics(
-        blur, sharp, quantize=quantize).items()})
+    out.update(
+      {
+        f'input_{k}': v
+        for k, v in metrics.image_metrics(
+          blur, sharp, quantize=quantize
+        ).items()
+      }
+    )
     out['restored'] = restored
     return out
 
@@ -64,11 +76,13 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
   h, w = images.shape[1:3]
   ch, cw = min(size, h), min(size, w)
   top, left = int(round((h - ch) / 2)), int(round((w - cw) / 2))
-  return images[:, top:top + ch, left:left + cw]
+  return images[:, top : top + ch, left : left + cw]
 
 
 def _global(mesh, local: np.ndarray) -> jax.Array:
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  sharding = jax.sharding.NamedSharding(
+    mesh, jax.sharding.PartitionSpec('data')
+  )
   return jax.make_array_from_process_local_data(sharding, local)
 
 
@@ -89,12 +103,18 @@ def folder_name(spec: str) -> str:
   return spec.replace('/', '_').replace(':', '_')
 
 
-def collect(spec: str, data_dir: Optional[str], params: Any,
-            mesh: jax.sharding.Mesh, step_fn: Callable[..., Any], *,
-            global_batch_size: int, image_dir: Optional[epath.Path] = None,
-            num_triplets: int = 0, crop: Optional[int] = None
-            ) -> tuple[list[str], dict[int, dict[str, float]],
-                       list[np.ndarray]]:
+def collect(
+  spec: str,
+  data_dir: Optional[str],
+  params: Any,
+  mesh: jax.sharding.Mesh,
+  step_fn: Callable[..., Any],
+  *,
+  global_batch_size: int,
+  image_dir: Optional[epath.Path] = None,
+  num_triplets: int = 0,
+  crop: Optional[int] = None,
+) -> tuple[list[str], dict[int, dict[str, float]], list[np.ndarray]]:
   """Runs `step_fn` over every image of `spec` (see `evaluate_dataset`).
 
   Returns:
@@ -105,6 +125,7 @@ def collect(spec: str, data_dir: Optional[str], params: Any,
   # input_pipeline imports TensorFlow; importing it here keeps this module
   # (and train.py, which imports it) importable without TensorFlow.
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   ids = input_pipeline.eval_ids(spec, data_dir)
   total = input_pipeline.num_examples(spec, data_dir)
   if image_dir:
@@ -113,16 +134,25 @@ def collect(spec: str, data_dir: Optional[str], params: Any,
   triplets: list[np.ndarray] = []
   start, done = time.time(), 0
   for batch in input_pipeline.eval_iterator(
-      spec, data_dir, global_batch_size=global_batch_size):
+    spec, data_dir, global_batch_size=global_batch_size
+  ):
     if crop:
-      batch = dict(batch, blur=center_crop(batch['blur'], crop),
-                   sharp=center_crop(batch['sharp'], crop))
-    out = step_fn(params, _global(mesh, batch['blur']),
-                  _global(mesh, batch['sharp']))
+      batch = dict(
+        batch,
+        blur=center_crop(batch['blur'], crop),
+        sharp=center_crop(batch['sharp'], crop),
+      )
+    out = step_fn(
+      params, _global(mesh, batch['blur']), _global(mesh, batch['sharp'])
+    )
     index = multihost_utils.process_allgather(
-        _global(mesh, batch['index']), tiled=True)
-    values = {k: multihost_utils.process_allgather(v, tiled=True)
-              for k, v in out.items() if k != 'restored'}
+      _global(mesh, batch['index']), tiled=True
+    )
+    values = {
+      k: multihost_utils.process_allgather(v, tiled=True)
+      for k, v in out.items()
+      if k != 'restored'
+    }
     for row, i in enumerate(np.asarray(index)):
       if i >= 0:
         rows[int(i)] = {k: float(v[row]) for k, v in values.items()}
@@ -132,21 +162,31 @@ def collect(spec: str, data_dir: Optional[str], params: Any,
         if i < 0:
           continue
         if image_dir:
-          image_io.write_png(image_dir / f'{ids[i].replace("/", "_")}.png',
-                             image_io.to_uint8(restored[row]))
+          image_io.write_png(
+            image_dir / f'{ids[i].replace("/", "_")}.png',
+            image_io.to_uint8(restored[row]),
+          )
         h, w = batch['blur'].shape[1:3]
         if len(triplets) < num_triplets and (  # one shape, so they stack
-            not triplets or triplets[0].shape == (h, 3 * w, 3)):
-          triplets.append(np.concatenate(
-              [batch['blur'][row], restored[row], batch['sharp'][row]],
-              axis=1))
+          not triplets or triplets[0].shape == (h, 3 * w, 3)
+        ):
+          triplets.append(
+            np.concatenate(
+              [batch['blur'][row], restored[row], batch['sharp'][row]], axis=1
+            )
+          )
     done = len(rows)
     rate = done / max(time.time() - start, 1e-9)
-    logging.info('eval %s: %d/%d images, %.2f images/s, ETA %.0f s', spec,
-                 done, total, rate, (total - done) / max(rate, 1e-9))
+    logging.info(
+      'eval %s: %d/%d images, %.2f images/s, ETA %.0f s',
+      spec,
+      done,
+      total,
+      rate,
+      (total - done) / max(rate, 1e-9),
+    )
   if len(rows) != total:
-    raise RuntimeError(
-        f'evaluated {len(rows)} of the {total} images of {spec}')
+    raise RuntimeError(f'evaluated {len(rows)} of the {total} images of {spec}')
   return ids, rows, triplets
 
 
@@ -160,31 +200,46 @@ def summarise(spec: str, rows: dict[int, dict[str, float]]) -> dict:
   return summary
 
 
-def write(folder: epath.Path, summary: dict,
-          rows: dict[int, dict[str, float]], ids: Sequence[str],
-          triplets: Sequence[np.ndarray] = ()) -> None:
+def write(
+  folder: epath.Path,
+  summary: dict,
+  rows: dict[int, dict[str, float]],
+  ids: Sequence[str],
+  triplets: Sequence[np.ndarray] = (),
+) -> None:
   """Writes summary.json, per_image.csv and (with triplets) grid.png."""
   folder.mkdir(parents=True, exist_ok=True)
-  image_io.write_atomic(folder / 'summary.json',
-                        json.dumps(summary, indent=2) + '\n')
+  image_io.write_atomic(
+    folder / 'summary.json', json.dumps(summary, indent=2) + '\n'
+  )
   lines = [['index', 'id', *METRICS, *(f'input_{k}' for k in METRICS)]]
   for i in sorted(rows):
     lines.append([i, ids[i], *(f'{rows[i][k]:.6f}' for k in lines[0][2:])])
-  image_io.write_atomic(folder / 'per_image.csv',
-                        ''.join(','.join(map(str, l)) + '\n' for l in lines))
+  image_io.write_atomic(
+    folder / 'per_image.csv',
+    ''.join(','.join(map(str, l)) + '\n' for l in lines),
+  )
   if triplets:
-    image_io.write_png(folder / 'grid.png',
-                       image_io.to_uint8(np.concatenate(triplets, axis=0)))
+    image_io.write_png(
+      folder / 'grid.png', image_io.to_uint8(np.concatenate(triplets, axis=0))
+    )
 
 
-def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
-                     mesh: jax.sharding.Mesh, *, global_batch_size: int,
-                     ensemble: bool = False,
-                     out_dir: Optional[epath.PathLike] = None,
-                     save_images: bool = False, num_triplets: int = 0,
-                     step_fn: Optional[Callable[..., Any]] = None,
-                     crop: Optional[int] = None
-                     ) -> tuple[dict, list[np.ndarray]]:
+def evaluate_dataset(
+  spec: str,
+  data_dir: Optional[str],
+  params: Any,
+  model,
+  mesh: jax.sharding.Mesh,
+  *,
+  global_batch_size: int,
+  ensemble: bool = False,
+  out_dir: Optional[epath.PathLike] = None,
+  save_images: bool = False,
+  num_triplets: int = 0,
+  step_fn: Optional[Callable[..., Any]] = None,
+  crop: Optional[int] = None,
+) -> tuple[dict, list[np.ndarray]]:
   """Evaluates `params` on every image of `spec`.
 
   With `crop`, on the central crop x crop window of each image instead (the
@@ -200,21 +255,35 @@ def evaluate_dataset(spec: str, data_dir: Optional[str], params: Any, model,
   folder = epath.Path(out_dir) / folder_name(spec) if out_dir else None
   image_dir = folder / 'images' if folder and save_images else None
   ids, rows, triplets = collect(
-      spec, data_dir, params, mesh, step_fn,
-      global_batch_size=global_batch_size, image_dir=image_dir,
-      num_triplets=num_triplets, crop=crop)
+    spec,
+    data_dir,
+    params,
+    mesh,
+    step_fn,
+    global_batch_size=global_batch_size,
+    image_dir=image_dir,
+    num_triplets=num_triplets,
+    crop=crop,
+  )
   summary = summarise(spec, rows)
   if folder and jax.process_index() == 0:
     write(folder, summary, rows, ids, triplets)
   return summary, triplets
 
 
-def evaluate_all(config: ml_collections.ConfigDict, params: Any, model,
-                 mesh: jax.sharding.Mesh, step_fn: Callable[..., Any], *,
-                 data_dir: Optional[str],
-                 out_dir: Optional[epath.PathLike] = None,
-                 save_images: bool = False,
-                 writer: Optional[Any] = None, step: int = 0) -> list[dict]:
+def evaluate_all(
+  config: ml_collections.ConfigDict,
+  params: Any,
+  model,
+  mesh: jax.sharding.Mesh,
+  step_fn: Callable[..., Any],
+  *,
+  data_dir: Optional[str],
+  out_dir: Optional[epath.PathLike] = None,
+  save_images: bool = False,
+  writer: Optional[Any] = None,
+  step: int = 0,
+) -> list[dict]:
   """Evaluates `params` on each of config.eval_datasets, in order.
 
   Results go to `<out_dir>/<dataset>/` (see `evaluate_dataset`) and, with a
@@ -227,31 +296,49 @@ def evaluate_all(config: ml_collections.ConfigDict, params: Any, model,
   summaries = []
   for spec in config.eval_datasets:
     summary, images = evaluate_dataset(
-        spec, data_dir, params, model, mesh,
-        global_batch_size=config.eval_batch_size, step_fn=step_fn,
-        out_dir=out_dir, save_images=save_images,
-        num_triplets=config.num_eval_images_logged,
-        crop=config.eval.center_crop)
+      spec,
+      data_dir,
+      params,
+      model,
+      mesh,
+      global_batch_size=config.eval_batch_size,
+      step_fn=step_fn,
+      out_dir=out_dir,
+      save_images=save_images,
+      num_triplets=config.num_eval_images_logged,
+      crop=config.eval.center_crop,
+    )
     summaries.append(summary)
     if writer is not None:
       name = folder_name(spec)
-      writer.write_scalars(step, {f'eval_{name}_{k}': v
-                                  for k, v in summary.items()
-                                  if isinstance(v, float)})
+      writer.write_scalars(
+        step,
+        {
+          f'eval_{name}_{k}': v
+          for k, v in summary.items()
+          if isinstance(v, float)
+        },
+      )
       if images:
         writer.write_images(
-            step, {f'eval_{name}_blurry_restored_sharp': np.stack(images)})
+          step, {f'eval_{name}_blurry_restored_sharp': np.stack(images)}
+        )
   return summaries
 
 
 def format_table(summaries: list[dict]) -> str:
   """A plain-text table of the summaries, restored against blurry."""
-  rows = [(f'{s["dataset"]} {label}', s, prefix) for s in summaries
-          for label, prefix in (('restored', ''), ('blurry', 'input_'))]
+  rows = [
+    (f'{s["dataset"]} {label}', s, prefix)
+    for s in summaries
+    for label, prefix in (('restored', ''), ('blurry', 'input_'))
+  ]
   width = max([len('dataset')] + [len(name) for name, _, _ in rows])
   head = f'{"dataset":<{width}} {"images":>6} {"PSNR":>8} {"SSIM(matlab)":>13} {"SSIM(per-ch)":>13}'
   lines = [head, '-' * len(head)]
   for name, s, prefix in rows:
-    lines.append(f'{name:<{width}} {s["num_images"]:>6} {s[prefix + "psnr"]:>8.3f} '
-                 f'{s[prefix + "ssim_matlab"]:>13.4f} {s[prefix + "ssim_per_channel"]:>13.4f}')
+    lines.append(
+      f'{name:<{width}} {s["num_images"]:>6} {s[prefix + "psnr"]:>8.3f} '
+      f'{s[prefix + "ssim_matlab"]:>13.4f} {s[prefix + "ssim_per_channel"]:>13.4f}'
+    )
   return '\n'.join(lines)

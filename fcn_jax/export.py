@@ -19,6 +19,7 @@ crops back). Running it needs only `jax` and numpy, no flax and no fcn_jax:
 
 `examples/run_exported.py` does that for image files.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,18 +43,21 @@ INPUT_SHAPE = 'b, 8*h, 8*w, 3'  # FCN halves the image three times
 
 def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Workdir holding the checkpoint.')
-  flags.DEFINE_string('output', None, 'The file to write (a serialized '
-                      'jax.export.Exported).')
-  flags.DEFINE_list('platforms', list(PLATFORMS),
-                    'Platforms the artefact is lowered for.')
+  flags.DEFINE_string(
+    'output', None, 'The file to write (a serialized jax.export.Exported).'
+  )
+  flags.DEFINE_list(
+    'platforms', list(PLATFORMS), 'Platforms the artefact is lowered for.'
+  )
 
 
 class ExportError(Exception):
   """A bad path or option; the message starts with it."""
 
 
-def export_restore(workdir: str,
-                   platforms: Sequence[str] = PLATFORMS) -> jax.export.Exported:
+def export_restore(
+  workdir: str, platforms: Sequence[str] = PLATFORMS
+) -> jax.export.Exported:
   """The `jax.export.Exported` restore function of `workdir`'s checkpoint."""
   params, config = checkpoint.load_params(workdir)
   model = checkpoint.model_from_config(config)
@@ -64,8 +68,9 @@ def export_restore(workdir: str,
     y = model.apply({'params': params}, x.astype(jnp.float32))[0]
     return jnp.clip(y, 0.0, 1.0)
 
-  spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(INPUT_SHAPE),
-                              jnp.float32)
+  spec = jax.ShapeDtypeStruct(
+    jax.export.symbolic_shape(INPUT_SHAPE), jnp.float32
+  )
   return jax.export.export(jax.jit(restore), platforms=tuple(platforms))(spec)
 
 
@@ -79,8 +84,9 @@ def _check_output(path: str) -> None:
     raise ExportError(f'{path}: cannot write in {target.parent}')
 
 
-def run(workdir: str, output: str,
-        platforms: Sequence[str] = PLATFORMS) -> jax.export.Exported:
+def run(
+  workdir: str, output: str, platforms: Sequence[str] = PLATFORMS
+) -> jax.export.Exported:
   """Checks the paths, exports and writes `output`.
 
   Raises:
@@ -88,14 +94,16 @@ def run(workdir: str, output: str,
   """
   bad = sorted(set(platforms) - set(PLATFORMS))
   if bad or not platforms:
-    raise ExportError(f'--platforms: {",".join(bad) or "(none)"}: use some of '
-                      f'{",".join(PLATFORMS)}')
+    raise ExportError(
+      f'--platforms: {",".join(bad) or "(none)"}: use some of '
+      f'{",".join(PLATFORMS)}'
+    )
   try:
     checkpoint.find(workdir)
   except FileNotFoundError:
     raise ExportError(
-        f'{workdir}: no checkpoint (expected {checkpoint.BEST}/<step> or '
-        f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
+      f'{workdir}: no checkpoint (expected {checkpoint.BEST}/<step> or '
+      f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
     ) from None
   _check_output(output)
   exported = export_restore(workdir, platforms)
@@ -116,8 +124,10 @@ def main(argv):
     exported = run(FLAGS.workdir, FLAGS.output, FLAGS.platforms)
   except ExportError as e:
     sys.exit(f'error: {e}')
-  print(f'wrote {FLAGS.output}: restore({exported.in_avals[0].str_short()}) '
-        f'for {",".join(exported.platforms)}')
+  print(
+    f'wrote {FLAGS.output}: restore({exported.in_avals[0].str_short()}) '
+    f'for {",".join(exported.platforms)}'
+  )
 
 
 def cli() -> None:

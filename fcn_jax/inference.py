@@ -12,6 +12,7 @@ Images of any size are reflect-padded at the bottom and right to a multiple of 8
 (as the release's test.py does for RealBlur), or of a larger `bucket` so that
 images of many sizes share few compilations, and cropped back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,7 +34,9 @@ ArrayLike = Any  # np.ndarray or jax.Array
 Params = Any
 Transform = tuple[bool, bool, bool]
 
-MULTIPLE = 8  # FCN halves the image three times (strips, quarters, U-Net levels)
+MULTIPLE = (
+  8  # FCN halves the image three times (strips, quarters, U-Net levels)
+)
 
 
 def pad_to_multiple(x: ArrayLike, multiple: int = MULTIPLE) -> ArrayLike:
@@ -58,8 +61,11 @@ def pad_to_multiple(x: ArrayLike, multiple: int = MULTIPLE) -> ArrayLike:
 # The 8 symmetries of the square as (transpose, flip rows, flip columns),
 # applied in that order; the identity first.
 DIHEDRAL: tuple[Transform, ...] = tuple(
-    (t, fh, fw) for t in (False, True) for fh in (False, True)
-    for fw in (False, True))
+  (t, fh, fw)
+  for t in (False, True)
+  for fh in (False, True)
+  for fw in (False, True)
+)
 
 
 def _transform(x: Array, tf: Transform) -> Array:
@@ -84,7 +90,9 @@ def _untransform(x: Array, tf: Transform) -> Array:
   return x
 
 
-def _forward(model: nn.Module, params: Params, x: Array, ensemble: bool) -> Array:
+def _forward(
+  model: nn.Module, params: Params, x: Array, ensemble: bool
+) -> Array:
   """Final-stage output for `x` (H, W multiples of 8), float32, not clipped.
 
   The ensemble maps the transforms of one shape (H x W, or W x H for the
@@ -92,6 +100,7 @@ def _forward(model: nn.Module, params: Params, x: Array, ensemble: bool) -> Arra
   and holds the activations of one transformed batch at a time, as plain
   inference does.
   """
+
   def run(v: Array) -> Array:
     return model.apply({'params': params}, v)[0].astype(jnp.float32)
 
@@ -109,8 +118,9 @@ def _forward(model: nn.Module, params: Params, x: Array, ensemble: bool) -> Arra
   return total / len(DIHEDRAL)
 
 
-def restore(model: nn.Module, params: Params, x: ArrayLike, *,
-            ensemble: bool = False) -> Array:
+def restore(
+  model: nn.Module, params: Params, x: ArrayLike, *, ensemble: bool = False
+) -> Array:
   """Deblurs a batch: (N, H, W, 3) float in [0, 1], any H and W.
 
   Reflect-pads to a multiple of 8, runs `model` (test-time local statistics,
@@ -135,7 +145,9 @@ def restore(model: nn.Module, params: Params, x: ArrayLike, *,
 def check_tiling(tile: int, overlap: int) -> None:
   """Raises ValueError unless tile is a positive multiple of 8 and 0 <= overlap < tile."""
   if tile <= 0 or tile % MULTIPLE:
-    raise ValueError(f'tile must be a positive multiple of {MULTIPLE}, got {tile}')
+    raise ValueError(
+      f'tile must be a positive multiple of {MULTIPLE}, got {tile}'
+    )
   if not 0 <= overlap < tile:
     raise ValueError(f'overlap must be in [0, tile={tile}), got {overlap}')
 
@@ -145,7 +157,9 @@ def _ramp(length: int) -> np.ndarray:
   return 0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)
 
 
-def tile_layout(size: int, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+def tile_layout(
+  size: int, tile: int, overlap: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Tile starts along one axis of length `size`, and each tile's blend weights.
 
   Uses the fewest tiles of length `tile` that overlap by at least `overlap`,
@@ -160,26 +174,35 @@ def tile_layout(size: int, tile: int, overlap: int) -> tuple[np.ndarray, np.ndar
   if size <= tile:
     return np.zeros(1, np.int32), np.ones((1, size), np.float32)
   n = math.ceil((size - overlap) / (tile - overlap))
-  starts = np.array([(i * (size - tile) + (n - 1) // 2) // (n - 1)
-                     for i in range(n)], np.int32)
+  starts = np.array(
+    [(i * (size - tile) + (n - 1) // 2) // (n - 1) for i in range(n)], np.int32
+  )
   weights = np.ones((n, tile), np.float64)
   if overlap:
     ramp = _ramp(overlap)
     weights[1:, :overlap] = ramp
-    weights[:-1, tile - overlap:] = np.minimum(weights[:-1, tile - overlap:],
-                                               ramp[::-1])
+    weights[:-1, tile - overlap :] = np.minimum(
+      weights[:-1, tile - overlap :], ramp[::-1]
+    )
   return starts, weights.astype(np.float32)
 
 
 def _coverage(starts: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
   total = np.zeros(size, np.float32)
   for start, weight in zip(starts, weights):
-    total[start:start + len(weight)] += weight
+    total[start : start + len(weight)] += weight
   return total
 
 
-def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
-                  tile: int, overlap: int, ensemble: bool = False) -> Array:
+def restore_tiled(
+  model: nn.Module,
+  params: Params,
+  image: ArrayLike,
+  *,
+  tile: int,
+  overlap: int,
+  ensemble: bool = False,
+) -> Array:
   """`restore` for images too large to run whole: overlapping tiles, blended.
 
   Pads the image like `restore`, cuts it into `tile` x `tile` tiles (smaller
@@ -227,8 +250,9 @@ def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
     out = out + jax.lax.dynamic_slice(acc, corner, out.shape)
     return jax.lax.dynamic_update_slice(acc, out, corner), None
 
-  acc, _ = jax.lax.scan(add_tile, jnp.zeros(xp.shape, jnp.float32),
-                        (ys[iy], xs[ix], wy[iy], wx[ix]))
+  acc, _ = jax.lax.scan(
+    add_tile, jnp.zeros(xp.shape, jnp.float32), (ys[iy], xs[ix], wy[iy], wx[ix])
+  )
   # Tile (r, c) weighs wy[r](y) * wx[c](x), so the weights sum to a product.
   norm = np.outer(_coverage(ys, wy, hp)[:h], _coverage(xs, wx, wp)[:w])
   return jnp.clip(acc[:, :h, :w] / norm[None, :, :, None], 0.0, 1.0)
@@ -238,30 +262,39 @@ def restore_tiled(model: nn.Module, params: Params, image: ArrayLike, *,
 # Models are hashable: equal models (and options) share one trace per shape.
 @functools.cache
 def _restore_jit() -> Any:
-  return jax.jit(restore, static_argnums=0, static_argnames='ensemble',
-                 compiler_options=models.compiler_options())
+  return jax.jit(
+    restore,
+    static_argnums=0,
+    static_argnames='ensemble',
+    compiler_options=models.compiler_options(),
+  )
 
 
 @functools.cache
 def _restore_tiled_jit() -> Any:
-  return jax.jit(restore_tiled, static_argnums=0,
-                 static_argnames=('tile', 'overlap', 'ensemble'),
-                 compiler_options=models.compiler_options())
+  return jax.jit(
+    restore_tiled,
+    static_argnums=0,
+    static_argnames=('tile', 'overlap', 'ensemble'),
+    compiler_options=models.compiler_options(),
+  )
 
 
 def check_bucket(bucket: int) -> None:
   """Raises ValueError unless bucket is a positive multiple of 8."""
   if bucket <= 0 or bucket % MULTIPLE:
     raise ValueError(
-        f'bucket must be a positive multiple of {MULTIPLE}, got {bucket}')
+      f'bucket must be a positive multiple of {MULTIPLE}, got {bucket}'
+    )
 
 
 def _abstract(tree: Any) -> tuple[Any, ...]:
   """A hashable description of a pytree: structure, shapes, dtypes, placement."""
   leaves, treedef = jax.tree.flatten(tree)
   return treedef, tuple(
-      (np.shape(v), np.result_type(v), getattr(v, 'sharding', None))
-      for v in leaves)
+    (np.shape(v), np.result_type(v), getattr(v, 'sharding', None))
+    for v in leaves
+  )
 
 
 # Compiled executables of every Deblurrer, by (function, model, options,
@@ -295,9 +328,17 @@ class Deblurrer:
     compilations: (padded input shape, seconds) for each compilation.
   """
 
-  def __init__(self, model: nn.Module, params: Params, *, ensemble: bool = False,
-               tile: Optional[int] = None, overlap: int = 32,
-               tlc_train_size: Optional[int] = None, bucket: int = MULTIPLE):
+  def __init__(
+    self,
+    model: nn.Module,
+    params: Params,
+    *,
+    ensemble: bool = False,
+    tile: Optional[int] = None,
+    overlap: int = 32,
+    tlc_train_size: Optional[int] = None,
+    bucket: int = MULTIPLE,
+  ):
     if tlc_train_size is not None:
       model = model.clone(tlc_train_size=tlc_train_size)
     if tile is not None:
@@ -315,16 +356,21 @@ class Deblurrer:
     else:
       self._jit = _restore_tiled_jit()
       self._options = dict(tile=tile, overlap=overlap, ensemble=ensemble)
-    self._key = (tile is None, model, tuple(sorted(self._options.items())),
-                 _abstract(params))
+    self._key = (
+      tile is None,
+      model,
+      tuple(sorted(self._options.items())),
+      _abstract(params),
+    )
 
   def _executable(self, x: np.ndarray) -> Any:
     key = self._key + (x.shape, x.dtype)
     compiled = _COMPILED.get(key)
     if compiled is None:
       start = time.perf_counter()
-      compiled = self._jit.lower(self.model, self.params, x,
-                                 **self._options).compile()
+      compiled = self._jit.lower(
+        self.model, self.params, x, **self._options
+      ).compile()
       self.compilations.append((x.shape, time.perf_counter() - start))
       _COMPILED[key] = compiled
     return compiled
@@ -349,9 +395,16 @@ class Deblurrer:
     image_io.write_png(out_path, image_io.to_uint8(self(image)))
 
 
-def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,
-         overlap: int = 32, tlc_train_size: Optional[int] = None,
-         dtype: Optional[str] = None, bucket: int = MULTIPLE) -> Deblurrer:
+def load(
+  workdir: str,
+  *,
+  ensemble: bool = False,
+  tile: Optional[int] = None,
+  overlap: int = 32,
+  tlc_train_size: Optional[int] = None,
+  dtype: Optional[str] = None,
+  bucket: int = MULTIPLE,
+) -> Deblurrer:
   """A `Deblurrer` for the checkpoint `checkpoint.find(workdir)` picks.
 
   Args:
@@ -363,5 +416,12 @@ def load(workdir: str, *, ensemble: bool = False, tile: Optional[int] = None,
   params, config = checkpoint.load_params(workdir)
   overrides = {} if dtype is None else {'dtype': dtype}
   model = checkpoint.model_from_config(config, **overrides)
-  return Deblurrer(model, params, ensemble=ensemble, tile=tile, overlap=overlap,
-                   tlc_train_size=tlc_train_size, bucket=bucket)
+  return Deblurrer(
+    model,
+    params,
+    ensemble=ensemble,
+    tile=tile,
+    overlap=overlap,
+    tlc_train_size=tlc_train_size,
+    bucket=bucket,
+  )

@@ -92,11 +92,11 @@ def parse_dataset(spec: str) -> tuple[str, str]:
     depth += {'[': 1, ']': -1}.get(char, 0)
     if char == ':' and depth == 0:
       cut = i
-  name, split = spec[:max(cut, 0)], spec[cut + 1:]
+  name, split = spec[: max(cut, 0)], spec[cut + 1 :]
   if cut < 0 or not name or not split:
     raise ValueError(
-        f"Dataset {spec!r} is not of the form 'name[/config]:split', e.g."
-        " 'gopro:train'."
+      f"Dataset {spec!r} is not of the form 'name[/config]:split', e.g."
+      " 'gopro:train'."
     )
   return name, split
 
@@ -107,7 +107,7 @@ def _build_command(name: str, data_dir: str | None) -> str:
   command = f'tfds build tfds_gopro/{dataset}'
   if dataset == 'synthetic_blur' and config and config != 'skimage':
     command += (
-        f' --config=\'{{"name": "{config}", "source_dir": "<photo folder>"}}\''
+      f' --config=\'{{"name": "{config}", "source_dir": "<photo folder>"}}\''
     )
   elif config:
     command += f' --config={config}'
@@ -138,23 +138,23 @@ def check_dataset(spec: str, data_dir: str | None) -> None:
     prepared = False
   if not prepared:
     raise ValueError(
-        f'Dataset {name} is not prepared in {where}; make it with: '
-        f'{_build_command(name, data_dir)}'
+      f'Dataset {name} is not prepared in {where}; make it with: '
+      f'{_build_command(name, data_dir)}'
     )
   try:
     builder.info.splits[split]
   except (KeyError, ValueError):
     raise ValueError(
-        f'Dataset {name} in {where} has no split {split!r}; it has'
-        f' {sorted(builder.info.splits)}.'
+      f'Dataset {name} in {where} has no split {split!r}; it has'
+      f' {sorted(builder.info.splits)}.'
     ) from None
   formats = {f.value for f in builder.info.available_file_formats()}
   if not formats & set(_RANDOM_ACCESS):
     raise ValueError(
-        f'Dataset {name} in {where} is stored as {sorted(formats)}, without'
-        ' random access; rebuild it as ArrayRecord with: '
-        f'{_build_command(name, data_dir)} --file_format=array_record'
-        ' --overwrite'
+      f'Dataset {name} in {where} is stored as {sorted(formats)}, without'
+      ' random access; rebuild it as ArrayRecord with: '
+      f'{_build_command(name, data_dir)} --file_format=array_record'
+      ' --overwrite'
     )
 
 
@@ -194,8 +194,10 @@ def _prepare_through_local_folder(name: str, data_dir: str) -> None:
     builder = tfds.builder(name, data_dir=tmp)
     builder.download_and_prepare()
     local = epath.Path(tmp) / builder.name
-    files = sorted((root / f for root, _, names in local.walk() for f in names),
-                   key=lambda p: (p.name in _PREPARED_MARKERS, str(p)))
+    files = sorted(
+      (root / f for root, _, names in local.walk() for f in names),
+      key=lambda p: (p.name in _PREPARED_MARKERS, str(p)),
+    )
     for src in files:
       dst = epath.Path(data_dir) / builder.name / src.relative_to(local)
       dst.parent.mkdir(parents=True, exist_ok=True)
@@ -208,11 +210,11 @@ def _source(spec: str, data_dir: str | None):
   check_dataset(spec, data_dir)
   name, split = parse_dataset(spec)
   return tfds.data_source(
-      name,
-      split=split,
-      data_dir=data_dir,
-      download=False,
-      deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+    name,
+    split=split,
+    data_dir=data_dir,
+    download=False,
+    deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
   )
 
 
@@ -222,24 +224,28 @@ def num_examples(spec: str, data_dir: str | None) -> int:
 
 
 def _hosts(
-    global_batch_size: int, process_index: int | None,
-    process_count: int | None,
+  global_batch_size: int,
+  process_index: int | None,
+  process_count: int | None,
 ) -> tuple[int, int]:
   """Returns (this host's index, per-host batch size)."""
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
 
-    process_index = jax.process_index() if process_index is None else (
-        process_index)
-    process_count = jax.process_count() if process_count is None else (
-        process_count)
+    process_index = (
+      jax.process_index() if process_index is None else (process_index)
+    )
+    process_count = (
+      jax.process_count() if process_count is None else (process_count)
+    )
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, '
-                     f'{process_count}).')
+    raise ValueError(
+      f'process_index {process_index} not in [0, {process_count}).'
+    )
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(
-        f'Global batch size {global_batch_size} is not a positive multiple of'
-        f' the process count {process_count}.'
+      f'Global batch size {global_batch_size} is not a positive multiple of'
+      f' the process count {process_count}.'
     )
   return process_index, global_batch_size // process_count
 
@@ -275,7 +281,8 @@ def _decode(raw: tf.Tensor) -> tf.Tensor:
   blur = tf.io.decode_png(parsed['blur'], channels=3)
   sharp = tf.io.decode_png(parsed['sharp'], channels=3)
   tf.debugging.assert_equal(
-      tf.shape(blur), tf.shape(sharp), message='blur and sharp sizes differ')
+    tf.shape(blur), tf.shape(sharp), message='blur and sharp sizes differ'
+  )
   return tf.concat([blur, sharp], axis=-1)
 
 
@@ -283,8 +290,9 @@ _CACHE_FORMAT = 1
 _CACHE_ALIGN = 4096  # Each pair starts on a page of the memory-mapped file.
 
 
-def _cache_paths(spec: str, data_dir: str | None,
-                 cache_dir: str) -> tuple[str, str, dict]:
+def _cache_paths(
+  spec: str, data_dir: str | None, cache_dir: str
+) -> tuple[str, str, dict]:
   """(data file, index file, key) of the decoded cache of `spec`.
 
   The key names what the cache is made from (spec, data_dir, dataset version,
@@ -301,12 +309,24 @@ def _cache_paths(spec: str, data_dir: str | None,
   files = []
   for instruction in builder.info.splits[split].file_instructions:
     stat = tf.io.gfile.stat(instruction.filename)
-    files.append([instruction.filename, instruction.skip, instruction.take,
-                  stat.length, stat.mtime_nsec])
-  key = {'spec': spec, 'data_dir': str(builder.data_dir),
-         'version': str(builder.info.version), 'files': files}
-  digest = hashlib.sha256(
-      json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    files.append(
+      [
+        instruction.filename,
+        instruction.skip,
+        instruction.take,
+        stat.length,
+        stat.mtime_nsec,
+      ]
+    )
+  key = {
+    'spec': spec,
+    'data_dir': str(builder.data_dir),
+    'version': str(builder.info.version),
+    'files': files,
+  }
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[
+    :16
+  ]
   stem = os.path.join(cache_dir, re.sub(r'[^\w.-]+', '_', spec) + '-' + digest)
   return stem + '.u8', stem + '.json', key
 
@@ -316,15 +336,19 @@ def _read_index(index_path: str, data_path: str, key: dict) -> dict | None:
   try:
     with open(index_path) as f:
       index = json.load(f)
-    complete = (index.get('format') == _CACHE_FORMAT and index['key'] == key
-                and os.path.getsize(data_path) == index['size'])
+    complete = (
+      index.get('format') == _CACHE_FORMAT
+      and index['key'] == key
+      and os.path.getsize(data_path) == index['size']
+    )
   except (OSError, ValueError, KeyError):
     return None
   return index if complete else None
 
 
-def build_decoded_cache(spec: str, data_dir: str | None,
-                        cache_dir: str) -> tuple[str, dict]:
+def build_decoded_cache(
+  spec: str, data_dir: str | None, cache_dir: str
+) -> tuple[str, dict]:
   """Decodes every pair of `spec` once into a raw uint8 file in `cache_dir`.
 
   Pair i is stored as its (H, W, 6) uint8 array (blur then sharp channels, as
@@ -344,19 +368,25 @@ def build_decoded_cache(spec: str, data_dir: str | None,
   """
   cache_dir = os.path.expanduser(cache_dir)
   if '://' in cache_dir:
-    raise ValueError(f'decoded_cache {cache_dir!r}: use a local folder (the'
-                     ' cache is memory-mapped).')
+    raise ValueError(
+      f'decoded_cache {cache_dir!r}: use a local folder (the'
+      ' cache is memory-mapped).'
+    )
   source = _source(spec, data_dir)
   data_path, index_path, key = _cache_paths(spec, data_dir, cache_dir)
   index = _read_index(index_path, data_path, key)
   if index is not None:
     return data_path, index
   os.makedirs(cache_dir, exist_ok=True)
-  logging.info('Decoding the %d pairs of %s into %s', len(source), spec,
-               data_path)
+  logging.info(
+    'Decoding the %d pairs of %s into %s', len(source), spec, data_path
+  )
   ds = tf.data.Dataset.range(len(source)).batch(16).map(_fetch_fn(source))
-  ds = ds.unbatch().map(_decode, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True).prefetch(4)
+  ds = (
+    ds.unbatch()
+    .map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    .prefetch(4)
+  )
   offsets, shapes, temporary = [], [], []
   try:
     fd, tmp_data = tempfile.mkstemp(dir=cache_dir, suffix='.tmp')
@@ -371,8 +401,13 @@ def build_decoded_cache(spec: str, data_dir: str | None,
         size = offset + pair.nbytes
         offsets.append(offset)
         shapes.append([int(pair.shape[0]), int(pair.shape[1])])
-    index = {'format': _CACHE_FORMAT, 'key': key, 'size': size,
-             'offsets': offsets, 'shapes': shapes}
+    index = {
+      'format': _CACHE_FORMAT,
+      'key': key,
+      'size': size,
+      'offsets': offsets,
+      'shapes': shapes,
+    }
     fd, tmp_index = tempfile.mkstemp(dir=cache_dir, suffix='.tmp')
     temporary.append(tmp_index)
     os.chmod(tmp_index, 0o644)
@@ -395,7 +430,7 @@ def _cached_pairs(spec: str, data_dir: str | None, cache_dir: str):
 
   def view(i):
     (h, w), offset = shapes[i], offsets[i]
-    return data[offset:offset + h * w * 6].reshape(h, w, 6)
+    return data[offset : offset + h * w * 6].reshape(h, w, 6)
 
   def pair_tf(i):
     pair = tf.numpy_function(view, [i], tf.uint8, stateful=False)
@@ -432,8 +467,8 @@ def saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   """
   rgb = tf.cast(image, tf.int32)
   luma = tf.bitwise.right_shift(
-      rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768,
-      16)
+    rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768, 16
+  )
   gray = tf.cast(luma, tf.float32)[..., None]
   blend = gray + tf.cast(factor, tf.float32) * (tf.cast(rgb, tf.float32) - gray)
   return tf.cast(tf.clip_by_value(tf.floor(blend), 0.0, 255.0), tf.uint8)
@@ -444,17 +479,28 @@ def saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
 # left-right flip, 90, 180 and 270 degree rotations, the two flips followed by
 # a 90 degree rotation, and identity again (outcome 8 has no branch). So
 # identity has probability 2/9 and each other symmetry of the square 1/9.
-SYMMETRIES = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 2), (0, 0, 3),
-              (1, 0, 1), (0, 1, 1), (0, 0, 0))
+SYMMETRIES = (
+  (0, 0, 0),
+  (1, 0, 0),
+  (0, 1, 0),
+  (0, 0, 1),
+  (0, 0, 2),
+  (0, 0, 3),
+  (1, 0, 1),
+  (0, 1, 1),
+  (0, 0, 0),
+)
 
 
 def apply_symmetry(image: tf.Tensor, outcome: tf.Tensor) -> tf.Tensor:
   """The symmetry of release outcome `outcome` (0..8) on (H, W, C) `image`."""
   table = tf.constant(SYMMETRIES, tf.int32)[outcome]
-  image = tf.cond(table[0] > 0, lambda: tf.reverse(image, axis=[0]),
-                  lambda: image)
-  image = tf.cond(table[1] > 0, lambda: tf.reverse(image, axis=[1]),
-                  lambda: image)
+  image = tf.cond(
+    table[0] > 0, lambda: tf.reverse(image, axis=[0]), lambda: image
+  )
+  image = tf.cond(
+    table[1] > 0, lambda: tf.reverse(image, axis=[1]), lambda: image
+  )
   return tf.image.rot90(image, table[2])
 
 
@@ -466,14 +512,19 @@ def _resize(pair: tf.Tensor, size: int) -> tf.Tensor:
   filter of PIL's `Image.resize(..., BILINEAR)`; within one level of it,
   tested), rounded to 8 bits as a resized copy saved as PNG would be.
   """
-  resized = tf.image.resize(tf.cast(pair, tf.float32), [size, size],
-                            method='bilinear', antialias=True)
+  resized = tf.image.resize(
+    tf.cast(pair, tf.float32), [size, size], method='bilinear', antialias=True
+  )
   return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
-             augment: bool, patch: str = 'crop'
-             ) -> tuple[tf.Tensor, tf.Tensor]:
+def _augment(
+  pair: tf.Tensor,
+  seed: tf.Tensor,
+  crop_size: int,
+  augment: bool,
+  patch: str = 'crop',
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Patch, saturation jitter and symmetry of a (H, W, 6) uint8 pair.
 
   Args:
@@ -491,14 +542,19 @@ def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
   if patch not in ('crop', 'resize'):
     raise ValueError(f"patch={patch!r}: use 'crop' or 'resize'")
   s_y, s_x, s_sat, s_apply, s_sym = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=5))
+    tf.random.experimental.stateless_split(seed, num=5)
+  )
   shape = tf.shape(pair)
   crop = tf.constant(crop_size, tf.int32)
 
   def start(image_size, s):
     return tf.random.stateless_uniform(
-        [], s, minval=0, maxval=tf.maximum(image_size - crop, 0) + 1,
-        dtype=tf.int32)
+      [],
+      s,
+      minval=0,
+      maxval=tf.maximum(image_size - crop, 0) + 1,
+      dtype=tf.int32,
+    )
 
   if patch == 'resize':
     pair = _resize(pair, crop_size)
@@ -512,12 +568,16 @@ def _augment(pair: tf.Tensor, seed: tf.Tensor, crop_size: int,
     factor = tf.random.stateless_uniform([], s_sat, 0.8, 1.2)
     apply = tf.random.stateless_uniform([], s_apply) < 1 / 3
     pair = tf.cond(
-        apply,
-        lambda: tf.concat([saturate(pair[..., :3], factor),
-                           saturate(pair[..., 3:], factor)], axis=-1),
-        lambda: pair)
+      apply,
+      lambda: tf.concat(
+        [saturate(pair[..., :3], factor), saturate(pair[..., 3:], factor)],
+        axis=-1,
+      ),
+      lambda: pair,
+    )
     outcome = tf.random.stateless_uniform(
-        [], s_sym, minval=0, maxval=len(SYMMETRIES), dtype=tf.int32)
+      [], s_sym, minval=0, maxval=len(SYMMETRIES), dtype=tf.int32
+    )
     pair = apply_symmetry(pair, outcome)
   pair = tf.cast(pair, tf.float32) / 255.0
   pair = tf.ensure_shape(pair, [crop_size, crop_size, 6])
@@ -532,19 +592,19 @@ def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def train_iterator(
-    spec: str,
-    data_dir: str | None,
-    *,
-    global_batch_size: int,
-    crop_size: int,
-    seed: int,
-    start_step: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    augment: bool = True,
-    patch: str = 'crop',
-    decoded_cache: str | None = None,
-    dtype: str = 'float32',
+  spec: str,
+  data_dir: str | None,
+  *,
+  global_batch_size: int,
+  crop_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  augment: bool = True,
+  patch: str = 'crop',
+  decoded_cache: str | None = None,
+  dtype: str = 'float32',
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of each global training batch, forever.
 
@@ -592,8 +652,9 @@ def train_iterator(
     indices = np.vectorize(example_index, otypes=[np.int64])
 
     def fetch(js):
-      return tf.ensure_shape(tf.numpy_function(indices, [js], tf.int64),
-                             js.shape)
+      return tf.ensure_shape(
+        tf.numpy_function(indices, [js], tf.int64), js.shape
+      )
 
     load = _cached_pairs(spec, data_dir, decoded_cache)
   else:
@@ -606,11 +667,13 @@ def train_iterator(
     return fetch(js), js
 
   def sample(record, j):
-    blur, sharp = _augment(load(record), tf.stack([seed, j]), crop_size,
-                           augment, patch)
+    blur, sharp = _augment(
+      load(record), tf.stack([seed, j]), crop_size, augment, patch
+    )
     if dtype == 'uint8':
-      blur, sharp = (tf.cast(tf.round(x * 255.0), tf.uint8)
-                     for x in (blur, sharp))
+      blur, sharp = (
+        tf.cast(tf.round(x * 255.0), tf.uint8) for x in (blur, sharp)
+      )
     return {'blur': blur, 'sharp': sharp}
 
   ds = tf.data.Dataset.counter(dtype=tf.int64)
@@ -623,8 +686,11 @@ def train_iterator(
 def _png_size(png: bytes) -> tuple[int, int]:
   """(height, width) of a PNG from its IHDR chunk."""
   if png[:8] != b'\x89PNG\r\n\x1a\n' or png[12:16] != b'IHDR':
-    shape = tf.io.extract_jpeg_shape(png) if png[:2] == b'\xff\xd8' else (
-        tf.shape(tf.io.decode_image(png)))
+    shape = (
+      tf.io.extract_jpeg_shape(png)
+      if png[:2] == b'\xff\xd8'
+      else (tf.shape(tf.io.decode_image(png)))
+    )
     return int(shape[0]), int(shape[1])
   width, height = struct.unpack('>II', png[16:24])
   return height, width
@@ -637,8 +703,12 @@ def _scan(spec: str, data_dir: str | None) -> tuple[list, list[str]]:
   name, split = parse_dataset(spec)
   skip = tfds.decode.SkipDecoding()
   source = tfds.data_source(
-      name, split=split, data_dir=data_dir, download=False,
-      decoders={'blur': skip, 'sharp': skip})
+    name,
+    split=split,
+    data_dir=data_dir,
+    download=False,
+    decoders={'blur': skip, 'sharp': skip},
+  )
   shapes, ids = [], []
   for start in range(0, len(source), 64):
     for ex in source.__getitems__(range(start, min(start + 64, len(source)))):
@@ -647,8 +717,11 @@ def _scan(spec: str, data_dir: str | None) -> tuple[list, list[str]]:
         raise ValueError(f"{spec}: blur and sharp sizes differ for {ex['id']}")
       shapes.append(shape)
       example_id = ex['id']
-      ids.append(example_id.decode() if isinstance(example_id, bytes) else
-                 str(example_id))
+      ids.append(
+        example_id.decode()
+        if isinstance(example_id, bytes)
+        else str(example_id)
+      )
   return shapes, ids
 
 
@@ -658,7 +731,10 @@ def eval_ids(spec: str, data_dir: str | None) -> list[str]:
 
 
 def _eval_plan(
-    spec: str, data_dir: str | None, *, global_batch_size: int,
+  spec: str,
+  data_dir: str | None,
+  *,
+  global_batch_size: int,
 ) -> list[np.ndarray]:
   """The global batches of evaluation: int64 arrays of example indices.
 
@@ -676,20 +752,21 @@ def _eval_plan(
     groups.setdefault(shape, []).append(i)
   batches = []
   for members in groups.values():
-    padded = -np.ones(-(-len(members) // global_batch_size) * global_batch_size,
-                      np.int64)
-    padded[:len(members)] = members
+    padded = -np.ones(
+      -(-len(members) // global_batch_size) * global_batch_size, np.int64
+    )
+    padded[: len(members)] = members
     batches.extend(padded.reshape(-1, global_batch_size))
   return batches
 
 
 def eval_iterator(
-    spec: str,
-    data_dir: str | None,
-    *,
-    global_batch_size: int,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  spec: str,
+  data_dir: str | None,
+  *,
+  global_batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Full-resolution evaluation batches: every example exactly once.
 
@@ -713,18 +790,28 @@ def eval_iterator(
   plan = _eval_plan(spec, data_dir, global_batch_size=global_batch_size)
   if not plan:
     return iter(())
-  index = np.concatenate([b[host * batch:(host + 1) * batch] for b in plan])
+  index = np.concatenate([b[host * batch : (host + 1) * batch] for b in plan])
   # Padding repeats the first example of its batch's shape group.
-  fill = np.concatenate([
-      np.where(b[host * batch:(host + 1) * batch] < 0, b[0], b[
-          host * batch:(host + 1) * batch]) for b in plan
-  ])
+  fill = np.concatenate(
+    [
+      np.where(
+        b[host * batch : (host + 1) * batch] < 0,
+        b[0],
+        b[host * batch : (host + 1) * batch],
+      )
+      for b in plan
+    ]
+  )
   fetch = _fetch_fn(_source(spec, data_dir))
 
   def load(i, raw):
     pair = tf.cast(_decode(raw), tf.float32) / 255.0
-    return {'blur': pair[..., :3], 'sharp': pair[..., 3:], 'mask': i >= 0,
-            'index': tf.cast(i, tf.int32)}
+    return {
+      'blur': pair[..., :3],
+      'sharp': pair[..., 3:],
+      'mask': i >= 0,
+      'index': tf.cast(i, tf.int32),
+    }
 
   ds = tf.data.Dataset.from_tensor_slices((index, fill)).batch(batch)
   ds = ds.map(lambda i, f: (i, fetch(f))).unbatch()

@@ -3,6 +3,7 @@
 Official: losses.py (CharbonnierLoss, EdgeLoss) and train.py's sum over stages;
 the paper's Eq. 1 weights the stages with trust ratios r_s in (0, 1).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,7 +14,7 @@ import numpy as np
 
 Array = jax.Array
 
-_GAUSS_1D = np.array([.05, .25, .4, .25, .05], np.float32)
+_GAUSS_1D = np.array([0.05, 0.25, 0.4, 0.25, 0.05], np.float32)
 
 
 def charbonnier(pred: Array, target: Array, eps: float = 1e-3) -> Array:
@@ -27,8 +28,8 @@ def _gauss_blur(x: Array) -> Array:
   x = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='edge')
   h, w = x.shape[1] - 4, x.shape[2] - 4
   # Separable: the 2-D kernel is the outer product of the 1-D one.
-  x = sum(float(k) * x[:, i:i + h] for i, k in enumerate(_GAUSS_1D))
-  return sum(float(k) * x[:, :, i:i + w] for i, k in enumerate(_GAUSS_1D))
+  x = sum(float(k) * x[:, i : i + h] for i, k in enumerate(_GAUSS_1D))
+  return sum(float(k) * x[:, :, i : i + w] for i, k in enumerate(_GAUSS_1D))
 
 
 def laplacian_residual(x: Array) -> Array:
@@ -43,15 +44,27 @@ def laplacian_residual(x: Array) -> Array:
 
 def edge_loss(pred: Array, target: Array, eps: float = 1e-3) -> Array:
   """Charbonnier between the Laplacian residuals (official: EdgeLoss)."""
-  return charbonnier(laplacian_residual(pred.astype(jnp.float32)),
-                     laplacian_residual(target.astype(jnp.float32)), eps)
+  return charbonnier(
+    laplacian_residual(pred.astype(jnp.float32)),
+    laplacian_residual(target.astype(jnp.float32)),
+    eps,
+  )
 
 
-def stage_losses(outputs: Sequence[Array], target: Array, *, eps: float = 1e-3,
-                 edge_weight: float = 0.05) -> Array:
+def stage_losses(
+  outputs: Sequence[Array],
+  target: Array,
+  *,
+  eps: float = 1e-3,
+  edge_weight: float = 0.05,
+) -> Array:
   """L_s = Charbonnier + edge_weight * edge loss of each stage image, shape (3,)."""
-  return jnp.stack([charbonnier(o, target, eps) + edge_weight * edge_loss(o, target, eps)
-                    for o in outputs])
+  return jnp.stack(
+    [
+      charbonnier(o, target, eps) + edge_weight * edge_loss(o, target, eps)
+      for o in outputs
+    ]
+  )
 
 
 def trust_ratios(logits: Array) -> Array:
@@ -77,4 +90,6 @@ def combine(losses: Array, logits: Array, *, trust: str, tau: float) -> Array:
   if trust == 'learned':
     r = trust_ratios(logits)
     return jnp.sum(r * losses) - tau * jnp.sum(jnp.log(r))
-  raise ValueError(f"config.loss.trust must be 'fixed' or 'learned', got {trust!r}")
+  raise ValueError(
+    f"config.loss.trust must be 'fixed' or 'learned', got {trust!r}"
+  )

@@ -56,8 +56,8 @@ _SIGMA = 1.5
 _RADIUS = 5
 _K1, _K2 = 0.01, 0.03
 _PEAK = 255.0
-_C1 = (_K1 * _PEAK)**2
-_C2 = (_K2 * _PEAK)**2
+_C1 = (_K1 * _PEAK) ** 2
+_C2 = (_K2 * _PEAK) ** 2
 # Columns per strip; 64 was fastest on a 2-core XLA:CPU for 720x1280 images.
 _STRIP = 64
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -119,8 +119,9 @@ def _to_levels(x: Any, quantize: bool, max_value: float) -> jax.Array:
   return x
 
 
-def _prepare(a: Any, b: Any, quantize: bool,
-             max_value: float) -> tuple[jax.Array, jax.Array, bool]:
+def _prepare(
+  a: Any, b: Any, quantize: bool, max_value: float
+) -> tuple[jax.Array, jax.Array, bool]:
   """Returns both images as `(N, H, W, C)` 0..255 arrays, and if unbatched."""
   a = _to_levels(a, quantize, max_value)
   b = _to_levels(b, quantize, max_value)
@@ -128,7 +129,8 @@ def _prepare(a: Any, b: Any, quantize: bool,
     raise ValueError(f'Shape mismatch: {a.shape} vs {b.shape}.')
   if a.ndim not in (3, 4):
     raise ValueError(
-        f'Expected (N, H, W, C) or (H, W, C) images, got {a.shape}.')
+      f'Expected (N, H, W, C) or (H, W, C) images, got {a.shape}.'
+    )
   if a.dtype != b.dtype:  # uint8 vs float32: compare as float32.
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)
   single = a.ndim == 3
@@ -137,20 +139,24 @@ def _prepare(a: Any, b: Any, quantize: bool,
   return a, b, single
 
 
-def _ssim_means(x: jax.Array, y: jax.Array,
-                conventions: Sequence[str]) -> dict[str, jax.Array]:
+def _ssim_means(
+  x: jax.Array, y: jax.Array, conventions: Sequence[str]
+) -> dict[str, jax.Array]:
   """Mean SSIM per image and convention of `(N, H, W, C)` 0..255 arrays."""
   n, h, w, c = x.shape
   r = _RADIUS
   if 'per_channel' in conventions and min(h, w) < 2 * r + 1:
     raise ValueError(
-        f'per_channel SSIM needs H, W >= {2 * r + 1}, got {h}x{w}.')
+      f'per_channel SSIM needs H, W >= {2 * r + 1}, got {h}x{w}.'
+    )
   strip, window, starts, bands = _strip_plan(w)
   n_strips = len(starts)
   # Per-image centering constant shared by both images (any value is exact in
   # theory; near the mean it minimizes float32 cancellation). Subsampled.
-  center = 0.5 * (jnp.mean(x[:, ::4, ::4], axis=(1, 2, 3), dtype=jnp.float32) +
-                  jnp.mean(y[:, ::4, ::4], axis=(1, 2, 3), dtype=jnp.float32))
+  center = 0.5 * (
+    jnp.mean(x[:, ::4, ::4], axis=(1, 2, 3), dtype=jnp.float32)
+    + jnp.mean(y[:, ::4, ::4], axis=(1, 2, 3), dtype=jnp.float32)
+  )
   # Replicate padding along H (cheap: whole rows); along W it is in `bands`.
   xp = jnp.pad(x, ((0, 0), (r, r), (0, 0), (0, 0)), mode='edge')
   yp = jnp.pad(y, ((0, 0), (r, r), (0, 0), (0, 0)), mode='edge')
@@ -162,8 +168,8 @@ def _ssim_means(x: jax.Array, y: jax.Array,
   rows = {'matlab': (0, h), 'per_channel': (r, h - r)}
   cols = np.arange(n_strips)[:, None] * strip + np.arange(strip)
   col_weights = {
-      'matlab': (cols < w).astype(np.float32),
-      'per_channel': ((cols >= r) & (cols < w - r)).astype(np.float32),
+    'matlab': (cols < w).astype(np.float32),
+    'per_channel': ((cols >= r) & (cols < w - r)).astype(np.float32),
   }
 
   def ssim_map(mx, my, sq, xy, m):
@@ -171,8 +177,11 @@ def _ssim_means(x: jax.Array, y: jax.Array,
     var = sq - mx * mx - my * my  # sigma_x^2 + sigma_y^2
     cov = xy - mx * my
     mx, my = mx + m, my + m
-    return ((2.0 * mx * my + _C1) * (2.0 * cov + _C2) /
-            ((mx * mx + my * my + _C1) * (var + _C2)))
+    return (
+      (2.0 * mx * my + _C1)
+      * (2.0 * cov + _C2)
+      / ((mx * mx + my * my + _C1) * (var + _C2))
+    )
 
   def one_strip(args):
     """Column sums `(S,)` of the strip's SSIM map, per convention."""
@@ -180,40 +189,53 @@ def _ssim_means(x: jax.Array, y: jax.Array,
     m = center[i]
 
     def load(v):  # (C, H + 2R, window) float32, centered.
-      v = jax.lax.dynamic_slice(v, (i, 0, starts_[j], 0),
-                                (1, h + 2 * r, window, c))
+      v = jax.lax.dynamic_slice(
+        v, (i, 0, starts_[j], 0), (1, h + 2 * r, window, c)
+      )
       return jnp.transpose(v[0], (2, 0, 1)).astype(jnp.float32) - m
 
     xs, ys = load(xp), load(yp)
-    moments = (one_hot[0] * xs + one_hot[1] * ys +
-               one_hot[2] * (xs * xs + ys * ys) + one_hot[3] * (xs * ys))
+    moments = (
+      one_hot[0] * xs
+      + one_hot[1] * ys
+      + one_hot[2] * (xs * xs + ys * ys)
+      + one_hot[3] * (xs * ys)
+    )
     moments = jnp.dot(moments, bands_[j], precision=_HIGHEST)  # along W
     f = taps[0] * moments[:, :, 0:h]
     for t in range(1, 2 * r + 1):  # along H
-      f = f + taps[t] * moments[:, :, t:t + h]
+      f = f + taps[t] * moments[:, :, t : t + h]
     sums = []
     for conv in conventions:
       lo, hi = rows[conv]
       per_channel = [f[:, k, lo:hi] for k in range(c)]  # (4, rows, S) each
       if conv == 'matlab':
-        per_channel = [sum(mix[k, q] * per_channel[q] for q in range(c))
-                       for k in range(c)]
+        per_channel = [
+          sum(mix[k, q] * per_channel[q] for q in range(c)) for k in range(c)
+        ]
       smap = sum(ssim_map(*fk, m) for fk in per_channel)  # (rows, S)
       # Sums as dots: XLA:CPU reduce fusions are slow here.
-      sums.append(jnp.dot(np.ones(hi - lo, np.float32), smap,
-                          precision=_HIGHEST))
+      sums.append(
+        jnp.dot(np.ones(hi - lo, np.float32), smap, precision=_HIGHEST)
+      )
     return tuple(sums)
 
   starts_ = jnp.asarray(starts, jnp.int32)
   bands_ = jnp.asarray(bands, jnp.float32)
   ii, jj = np.meshgrid(np.arange(n), np.arange(n_strips), indexing='ij')
-  sums = jax.lax.map(one_strip,
-                     (jnp.asarray(ii.ravel()), jnp.asarray(jj.ravel())))
+  sums = jax.lax.map(
+    one_strip, (jnp.asarray(ii.ravel()), jnp.asarray(jj.ravel()))
+  )
   counts = {'matlab': h * w * c, 'per_channel': (h - 2 * r) * (w - 2 * r) * c}
   return {
-      conv: jnp.einsum('njs,js->n', s.reshape(n, n_strips, strip),
-                       col_weights[conv], precision=_HIGHEST) / counts[conv]
-      for conv, s in zip(conventions, sums)
+    conv: jnp.einsum(
+      'njs,js->n',
+      s.reshape(n, n_strips, strip),
+      col_weights[conv],
+      precision=_HIGHEST,
+    )
+    / counts[conv]
+    for conv, s in zip(conventions, sums)
   }
 
 
@@ -228,10 +250,15 @@ def _psnr(x: jax.Array, y: jax.Array, max_db: float | None) -> jax.Array:
   return db if max_db is None else jnp.minimum(db, jnp.float32(max_db))
 
 
-@functools.partial(
-    jax.jit, static_argnames=('quantize', 'max_value', 'max_db'))
-def psnr(a: Any, b: Any, *, quantize: bool = True, max_value: float = 1.0,
-         max_db: float | None = 100.0) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=('quantize', 'max_value', 'max_db'))
+def psnr(
+  a: Any,
+  b: Any,
+  *,
+  quantize: bool = True,
+  max_value: float = 1.0,
+  max_db: float | None = 100.0,
+) -> jax.Array:
   """Peak signal-to-noise ratio in dB, 10*log10(255^2 / MSE), per image.
 
   Args:
@@ -254,9 +281,16 @@ def psnr(a: Any, b: Any, *, quantize: bool = True, max_value: float = 1.0,
 
 
 @functools.partial(
-    jax.jit, static_argnames=('convention', 'quantize', 'max_value'))
-def ssim(a: Any, b: Any, *, convention: str = 'matlab', quantize: bool = True,
-         max_value: float = 1.0) -> jax.Array:
+  jax.jit, static_argnames=('convention', 'quantize', 'max_value')
+)
+def ssim(
+  a: Any,
+  b: Any,
+  *,
+  convention: str = 'matlab',
+  quantize: bool = True,
+  max_value: float = 1.0,
+) -> jax.Array:
   """Mean structural similarity per image (see the module docstring).
 
   Constant or identical images are well defined (C1, C2 > 0): identical
@@ -281,11 +315,15 @@ def ssim(a: Any, b: Any, *, convention: str = 'matlab', quantize: bool = True,
   return out[0] if single else out
 
 
-@functools.partial(
-    jax.jit, static_argnames=('quantize', 'max_value', 'max_db'))
-def image_metrics(a: Any, b: Any, *, quantize: bool = True,
-                  max_value: float = 1.0,
-                  max_db: float | None = 100.0) -> dict[str, jax.Array]:
+@functools.partial(jax.jit, static_argnames=('quantize', 'max_value', 'max_db'))
+def image_metrics(
+  a: Any,
+  b: Any,
+  *,
+  quantize: bool = True,
+  max_value: float = 1.0,
+  max_db: float | None = 100.0,
+) -> dict[str, jax.Array]:
   """`psnr`, `ssim_matlab` and `ssim_per_channel` of each image in one pass.
 
   Both SSIM conventions share their filtering, so this costs little more

@@ -18,6 +18,7 @@ cropped back; each distinct padded size compiles once, so a folder of many
 sizes compiles far less often with --bucket=128 (the result then differs
 slightly; see README). --verbose prints each compilation and the totals.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,28 +45,46 @@ def define_flags() -> None:
   """The command line's flags (defined only when run as a program, so that
   importing this module next to other CLIs defines no clashing flags)."""
   flags.DEFINE_string('workdir', None, 'Workdir holding the checkpoint.')
-  flags.DEFINE_string('input', None, 'An image file, or a folder of image files.')
-  flags.DEFINE_string('output', None,
-                      'A .png file (or an existing folder) for a file input; a '
-                      'folder (created if needed) for a folder input.')
-  flags.DEFINE_bool('ensemble', False, 'x8 geometric self-ensemble (8x slower).')
-  flags.DEFINE_integer('tile', None,
-                       'Tile side (a multiple of 8) for images too large to run '
-                       'whole; tiles see local statistics, so results differ a '
-                       'little from whole-image inference.')
+  flags.DEFINE_string(
+    'input', None, 'An image file, or a folder of image files.'
+  )
+  flags.DEFINE_string(
+    'output',
+    None,
+    'A .png file (or an existing folder) for a file input; a '
+    'folder (created if needed) for a folder input.',
+  )
+  flags.DEFINE_bool(
+    'ensemble', False, 'x8 geometric self-ensemble (8x slower).'
+  )
+  flags.DEFINE_integer(
+    'tile',
+    None,
+    'Tile side (a multiple of 8) for images too large to run '
+    'whole; tiles see local statistics, so results differ a '
+    'little from whole-image inference.',
+  )
   flags.DEFINE_integer('overlap', 32, 'Minimum overlap of tiles, in pixels.')
-  flags.DEFINE_integer('tlc_train_size', None,
-                       'Test-time local statistics: the training crop size whose '
-                       'statistics channel attention should see.')
-  flags.DEFINE_integer('bucket', BUCKET,
-                       'Pad height and width to a multiple of this (a '
-                       'multiple of 8): images of many sizes then share few '
-                       'compilations. '
-                       '8 pads exactly as the release does; larger buckets '
-                       'change the result slightly (see README).')
-  flags.DEFINE_bool('verbose', False,
-                    'Print each compilation (padded shape, seconds) and '
-                    'totals.')
+  flags.DEFINE_integer(
+    'tlc_train_size',
+    None,
+    'Test-time local statistics: the training crop size whose '
+    'statistics channel attention should see.',
+  )
+  flags.DEFINE_integer(
+    'bucket',
+    BUCKET,
+    'Pad height and width to a multiple of this (a '
+    'multiple of 8): images of many sizes then share few '
+    'compilations. '
+    '8 pads exactly as the release does; larger buckets '
+    'change the result slightly (see README).',
+  )
+  flags.DEFINE_bool(
+    'verbose',
+    False,
+    'Print each compilation (padded shape, seconds) and totals.',
+  )
 
 
 class PredictError(Exception):
@@ -83,8 +102,9 @@ def _check_image(path: str) -> None:
   except Image.UnidentifiedImageError:
     raise PredictError(f'{path}: not an image file') from None
   except Exception as e:  # pylint: disable=broad-except
-    raise PredictError(f'{path}: cannot read as an image ({type(e).__name__}: '
-                       f'{e})') from None
+    raise PredictError(
+      f'{path}: cannot read as an image ({type(e).__name__}: {e})'
+    ) from None
 
 
 def _file_key(path: str):
@@ -111,9 +131,10 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
   if src.is_dir():
     if out.exists() and not out.is_dir():
       raise PredictError(f'{output_path}: not a folder (the input is a folder)')
-    files = sorted((p for p in src.iterdir()
-                    if not p.name.startswith('.') and p.is_file()),
-                   key=lambda p: p.name)
+    files = sorted(
+      (p for p in src.iterdir() if not p.name.startswith('.') and p.is_file()),
+      key=lambda p: p.name,
+    )
     if not files:
       raise PredictError(f'{input_path}: no files to deblur')
     pairs = [(str(p), str(out / f'{p.stem}.png')) for p in files]
@@ -123,13 +144,17 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
     elif _is_png_path(output_path):
       output = output_path
     else:
-      raise PredictError(f'{output_path}: the output must be a .png file or a folder')
+      raise PredictError(
+        f'{output_path}: the output must be a .png file or a folder'
+      )
     pairs = [(input_path, output)]
 
   seen = {}
   for src, dst in pairs:
     if dst in seen:
-      raise PredictError(f'{src}: has the same output name as {seen[dst]} ({dst})')
+      raise PredictError(
+        f'{src}: has the same output name as {seen[dst]} ({dst})'
+      )
     seen[dst] = src
   inputs = {_file_key(src) for src, _ in pairs}
   for src, dst in pairs:
@@ -143,10 +168,19 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def run(workdir: str, input_path: str, output_path: str, *,
-        ensemble: bool = False, tile: Optional[int] = None, overlap: int = 32,
-        tlc_train_size: Optional[int] = None, progress: bool = True,
-        bucket: int = BUCKET, verbose: bool = False) -> list[str]:
+def run(
+  workdir: str,
+  input_path: str,
+  output_path: str,
+  *,
+  ensemble: bool = False,
+  tile: Optional[int] = None,
+  overlap: int = 32,
+  tlc_train_size: Optional[int] = None,
+  progress: bool = True,
+  bucket: int = BUCKET,
+  verbose: bool = False,
+) -> list[str]:
   """Deblurs `input_path` (a file or a folder) into `output_path`.
 
   Checks the checkpoint and all paths first (see `plan`), then loads the model
@@ -163,30 +197,40 @@ def run(workdir: str, input_path: str, output_path: str, *,
     checkpoint.find(workdir)
   except FileNotFoundError:
     raise PredictError(
-        f'{workdir}: no checkpoint (expected {checkpoint.BEST}/<step> or '
-        f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
+      f'{workdir}: no checkpoint (expected {checkpoint.BEST}/<step> or '
+      f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
     ) from None
   pairs = plan(input_path, output_path)
   start = time.perf_counter()
-  deblurrer = inference.load(workdir, ensemble=ensemble, tile=tile,
-                             overlap=overlap, tlc_train_size=tlc_train_size,
-                             bucket=bucket)
+  deblurrer = inference.load(
+    workdir,
+    ensemble=ensemble,
+    tile=tile,
+    overlap=overlap,
+    tlc_train_size=tlc_train_size,
+    bucket=bucket,
+  )
   for directory in sorted({str(epath.Path(d).parent) for _, d in pairs}):
     epath.Path(directory).mkdir(parents=True, exist_ok=True)
   folder = epath.Path(input_path).is_dir()
   written = []
-  for src, dst in tqdm.tqdm(pairs, unit='image', disable=not (progress and folder)):
+  for src, dst in tqdm.tqdm(
+    pairs, unit='image', disable=not (progress and folder)
+  ):
     try:
       image = image_io.read_image(src)
     except Exception as e:  # pylint: disable=broad-except
-      raise PredictError(f'{src}: cannot read as an image ({type(e).__name__}: '
-                         f'{e})') from None
+      raise PredictError(
+        f'{src}: cannot read as an image ({type(e).__name__}: {e})'
+      ) from None
     compiled = len(deblurrer.compilations)
     sharp = image_io.to_uint8(deblurrer(image))
     if verbose and len(deblurrer.compilations) > compiled:
       shape, seconds = deblurrer.compilations[-1]
-      tqdm.tqdm.write(f'{src}: compiled {"x".join(map(str, shape))} in '
-                      f'{seconds:.1f} s', file=sys.stderr)
+      tqdm.tqdm.write(
+        f'{src}: compiled {"x".join(map(str, shape))} in {seconds:.1f} s',
+        file=sys.stderr,
+      )
     try:
       image_io.write_png(dst, sharp)
     except OSError as e:
@@ -194,9 +238,11 @@ def run(workdir: str, input_path: str, output_path: str, *,
     written.append(dst)
   if verbose:
     compile_s = sum(s for _, s in deblurrer.compilations)
-    print(f'{len(written)} images, {len(deblurrer.compilations)} compilations '
-          f'({compile_s:.1f} s), {time.perf_counter() - start:.1f} s in all',
-          file=sys.stderr)
+    print(
+      f'{len(written)} images, {len(deblurrer.compilations)} compilations '
+      f'({compile_s:.1f} s), {time.perf_counter() - start:.1f} s in all',
+      file=sys.stderr,
+    )
   return written
 
 
@@ -216,12 +262,21 @@ def main(argv):
   except ValueError as e:
     sys.exit(f'error: --bucket: {e}')
   if FLAGS.tlc_train_size is not None and FLAGS.tlc_train_size <= 0:
-    sys.exit(f'error: --tlc_train_size: must be positive, got {FLAGS.tlc_train_size}')
+    sys.exit(
+      f'error: --tlc_train_size: must be positive, got {FLAGS.tlc_train_size}'
+    )
   try:
-    written = run(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                  ensemble=FLAGS.ensemble, tile=FLAGS.tile,
-                  overlap=FLAGS.overlap, tlc_train_size=FLAGS.tlc_train_size,
-                  bucket=FLAGS.bucket, verbose=FLAGS.verbose)
+    written = run(
+      FLAGS.workdir,
+      FLAGS.input,
+      FLAGS.output,
+      ensemble=FLAGS.ensemble,
+      tile=FLAGS.tile,
+      overlap=FLAGS.overlap,
+      tlc_train_size=FLAGS.tlc_train_size,
+      bucket=FLAGS.bucket,
+      verbose=FLAGS.verbose,
+    )
   except PredictError as e:
     sys.exit(f'error: {e}')
   if not epath.Path(FLAGS.input).is_dir():

@@ -7,10 +7,10 @@ small and testable and import no TensorFlow: the input pipeline and clu's
 metric writers and periodic actions (which import TensorFlow) are imported only
 inside `train_and_evaluate` / `evaluate`.
 """
+
 import collections
 import functools
 import itertools
-import os
 import signal
 from typing import Any, Optional, Sequence
 
@@ -47,19 +47,23 @@ class NonFiniteLossError(FloatingPointError):
 @flax.struct.dataclass
 class TrainState:
   """What the optimizer trains: the network and the trust-ratio logits."""
+
   step: jax.Array
-  params: dict   # {'net': FCN params, 'trust': (3,) logits of r_final, r_stage2, r_stage1}
+  params: dict  # {'net': FCN params, 'trust': (3,) logits of r_final, r_stage2, r_stage1}
   opt_state: Any
 
 
 # ----------------------------------------------------------------------------
 # Pieces.
 
+
 def create_model(config: ml_collections.ConfigDict, **overrides) -> FCN:
   return checkpoint.model_from_config(config.to_dict(), **overrides)
 
 
-def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+def create_learning_rate_fn(
+  config: ml_collections.ConfigDict,
+) -> optax.Schedule:
   """The learning rate at each step (config.optimizer.schedule)."""
   opt = config.optimizer
   if opt.schedule == 'constant':
@@ -67,18 +71,29 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
   if opt.schedule == 'step':
     if opt.decay_every_steps <= 0:
       return optax.constant_schedule(opt.learning_rate)
-    return optax.exponential_decay(opt.learning_rate, opt.decay_every_steps,
-                                   opt.decay_factor, staircase=True)
+    return optax.exponential_decay(
+      opt.learning_rate, opt.decay_every_steps, opt.decay_factor, staircase=True
+    )
   if opt.schedule == 'warmup_cosine':
     return optax.warmup_cosine_decay_schedule(
-        0.0, opt.learning_rate, max(opt.warmup_steps, 1),
-        max(config.num_train_steps, opt.warmup_steps + 1), opt.end_learning_rate)
-  raise ConfigError(f'config.optimizer.schedule: unknown schedule {opt.schedule!r}')
+      0.0,
+      opt.learning_rate,
+      max(opt.warmup_steps, 1),
+      max(config.num_train_steps, opt.warmup_steps + 1),
+      opt.end_learning_rate,
+    )
+  raise ConfigError(
+    f'config.optimizer.schedule: unknown schedule {opt.schedule!r}'
+  )
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_optimizer(
+  config: ml_collections.ConfigDict,
+) -> optax.GradientTransformation:
   opt = config.optimizer
-  return optax.adam(create_learning_rate_fn(config), b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  return optax.adam(
+    create_learning_rate_fn(config), b1=opt.b1, b2=opt.b2, eps=opt.eps
+  )
 
 
 def initial_trust_logits(config: ml_collections.ConfigDict) -> jax.Array:
@@ -86,11 +101,19 @@ def initial_trust_logits(config: ml_collections.ConfigDict) -> jax.Array:
   return jnp.full((len(STAGES),), np.log(r0 / (1 - r0)), jnp.float32)
 
 
-def create_train_state(rng: jax.Array, model: FCN, tx: optax.GradientTransformation,
-                       config: ml_collections.ConfigDict) -> TrainState:
-  params = {'net': init_params(model, rng), 'trust': initial_trust_logits(config)}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params))
+def create_train_state(
+  rng: jax.Array,
+  model: FCN,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+) -> TrainState:
+  params = {
+    'net': init_params(model, rng),
+    'trust': initial_trust_logits(config),
+  }
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
+  )
 
 
 @flax.struct.dataclass
@@ -101,6 +124,7 @@ class TrainMetrics(clu_metrics.Collection):
   learning rate are those of the last step. (clu reads these annotations as
   metric classes, so this module has no `from __future__ import annotations`.)
   """
+
   loss: clu_metrics.Average.from_output('loss')
   psnr: clu_metrics.Average.from_output('psnr')
   loss_final: clu_metrics.Average.from_output('loss_final')
@@ -113,9 +137,15 @@ class TrainMetrics(clu_metrics.Collection):
   learning_rate: clu_metrics.LastValue.from_output('learning_rate')
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
-               tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  model: FCN,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  learning_rate_fn: optax.Schedule,
+) -> tuple[TrainState, Any]:
   """One Adam step on the trust-weighted loss of the three stage images.
 
   The images may be float in [0, 1] or uint8 in [0, 255] (converted here).
@@ -125,25 +155,39 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: FCN,
 
   def loss_fn(params):
     outputs = model.apply({'params': params['net']}, batch['blur'])
-    per_stage = losses.stage_losses(outputs, batch['sharp'], eps=cfg.charbonnier_eps,
-                                    edge_weight=cfg.edge_weight)
-    loss = losses.combine(per_stage, params['trust'], trust=cfg.trust, tau=cfg.trust_tau)
+    per_stage = losses.stage_losses(
+      outputs,
+      batch['sharp'],
+      eps=cfg.charbonnier_eps,
+      edge_weight=cfg.edge_weight,
+    )
+    loss = losses.combine(
+      per_stage, params['trust'], trust=cfg.trust, tau=cfg.trust_tau
+    )
     return loss, (per_stage, outputs[0])
 
-  (loss, (per_stage, restored)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  (loss, (per_stage, restored)), grads = jax.value_and_grad(
+    loss_fn, has_aux=True
+  )(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state)
-  ratios = (losses.trust_ratios(state.params['trust']) if cfg.trust == 'learned'
-            else jnp.ones(len(STAGES)))
+  new_state = state.replace(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    opt_state=opt_state,
+  )
+  ratios = (
+    losses.trust_ratios(state.params['trust'])
+    if cfg.trust == 'learned'
+    else jnp.ones(len(STAGES))
+  )
   outputs = dict(
-      loss=loss, psnr=metrics.psnr(restored, batch['sharp'], quantize=False),
-      grad_norm=optax.global_norm(grads['net']),
-      learning_rate=learning_rate_fn(state.step),
-      **{f'loss_{s}': per_stage[i] for i, s in enumerate(STAGES)},
-      **{f'trust_{s}': ratios[i] for i, s in enumerate(STAGES)})
+    loss=loss,
+    psnr=metrics.psnr(restored, batch['sharp'], quantize=False),
+    grad_norm=optax.global_norm(grads['net']),
+    learning_rate=learning_rate_fn(state.step),
+    **{f'loss_{s}': per_stage[i] for i, s in enumerate(STAGES)},
+    **{f'trust_{s}': ratios[i] for i, s in enumerate(STAGES)},
+  )
   return new_state, TrainMetrics.single_from_model_output(**outputs)
 
 
@@ -154,7 +198,9 @@ def to_unit_float(images: jax.Array) -> jax.Array:
   return images
 
 
-def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2):
+def prefetch_to_device(
+  iterator, sharding: jax.sharding.Sharding, size: int = 2
+):
   """Yields the host batches of `iterator` as device arrays, `size` at a time.
 
   Each host's part becomes one global array (`make_array_from_process_local_data`);
@@ -165,8 +211,12 @@ def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2)
 
   def enqueue(n):
     for local in itertools.islice(iterator, n):
-      queue.append({k: jax.make_array_from_process_local_data(sharding, v)
-                    for k, v in local.items()})
+      queue.append(
+        {
+          k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local.items()
+        }
+      )
 
   enqueue(size)
   while queue:
@@ -174,10 +224,14 @@ def prefetch_to_device(iterator, sharding: jax.sharding.Sharding, size: int = 2)
     enqueue(1)
 
 
-def _check_divisible(config: ml_collections.ConfigDict, field: str, num_devices: int) -> None:
+def _check_divisible(
+  config: ml_collections.ConfigDict, field: str, num_devices: int
+) -> None:
   if config[field] % num_devices:
-    raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
-                      f'{num_devices} devices')
+    raise ConfigError(
+      f'config.{field}={config[field]} is not divisible by the '
+      f'{num_devices} devices'
+    )
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -185,33 +239,50 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   for field in ('batch_size', 'eval_batch_size'):
     _check_divisible(config, field, num_devices)
   if config.crop_size % 8 or config.crop_size <= 0:
-    raise ConfigError(f'config.crop_size={config.crop_size} must be a positive multiple of 8')
+    raise ConfigError(
+      f'config.crop_size={config.crop_size} must be a positive multiple of 8'
+    )
   if config.train_patch not in ('crop', 'resize'):
-    raise ConfigError(f'config.train_patch={config.train_patch!r}: use '
-                      "'crop' or 'resize'")
+    raise ConfigError(
+      f'config.train_patch={config.train_patch!r}: use \'crop\' or \'resize\''
+    )
   if config.eval.center_crop is not None and config.eval.center_crop <= 0:
-    raise ConfigError(f'config.eval.center_crop={config.eval.center_crop} '
-                      'must be positive')
+    raise ConfigError(
+      f'config.eval.center_crop={config.eval.center_crop} must be positive'
+    )
   if config.best_rule not in BEST_RULES:
-    raise ConfigError(f'config.best_rule={config.best_rule!r}: use one of '
-                      f'{BEST_RULES}')
+    raise ConfigError(
+      f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}'
+    )
   if config.num_train_steps < 0:
-    raise ConfigError(f'config.num_train_steps={config.num_train_steps} is negative')
+    raise ConfigError(
+      f'config.num_train_steps={config.num_train_steps} is negative'
+    )
   if config.loss.trust not in ('fixed', 'learned'):
-    raise ConfigError(f"config.loss.trust={config.loss.trust!r}: use 'fixed' or 'learned'")
+    raise ConfigError(
+      f"config.loss.trust={config.loss.trust!r}: use 'fixed' or 'learned'"
+    )
   if not 0 < config.loss.trust_init < 1:
-    raise ConfigError(f'config.loss.trust_init={config.loss.trust_init} must be in (0, 1)')
+    raise ConfigError(
+      f'config.loss.trust_init={config.loss.trust_init} must be in (0, 1)'
+    )
   if jnp.dtype(config.model.dtype) not in (jnp.float32, jnp.bfloat16):
-    raise ConfigError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
+    raise ConfigError(
+      f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'"
+    )
   if any(s not in (0, 1, 2, 3) for s in config.model.remat):
-    raise ConfigError(f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3')
+    raise ConfigError(
+      f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3'
+    )
   try:
     create_model(config).kept_stages()  # the ablation switches fit together
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
   if '://' in config.get('decoded_cache_dir', ''):
-    raise ConfigError(f'config.decoded_cache_dir={config.decoded_cache_dir}: use a local '
-                      'folder (the cache is memory-mapped)')
+    raise ConfigError(
+      f'config.decoded_cache_dir={config.decoded_cache_dir}: use a local '
+      'folder (the cache is memory-mapped)'
+    )
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
@@ -243,13 +314,16 @@ def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
 
 
 def _data_dir(config) -> Optional[str]:
-  return str(epath.Path(config.data_dir).expanduser()) if config.data_dir else None
+  return (
+    str(epath.Path(config.data_dir).expanduser()) if config.data_dir else None
+  )
 
 
 def make_mesh() -> jax.sharding.Mesh:
   """One 'data' axis over every device of every host (GSPMD-partitioned)."""
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh(
+    (jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
 def _abstract_state(config, model, tx, rng) -> TrainState:
@@ -267,13 +341,15 @@ def prepare_datasets(config, specs: Sequence[str]) -> None:
   service (a process that dies meanwhile ends the job), then all check.
   """
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   for spec in specs if jax.process_index() == 0 else ():
     name, _ = input_pipeline.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
       input_pipeline.prepare_synthetic(spec, _data_dir(config))
   ocp.multihost.get_barrier_sync_fn()(
-      key=f'fcn_jax_datasets_{next(_barriers)}',
-      timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000)
+    key=f'fcn_jax_datasets_{next(_barriers)}',
+    timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000,
+  )
   for spec in specs:
     try:
       input_pipeline.check_dataset(spec, _data_dir(config))
@@ -297,8 +373,9 @@ class _Preemption:
     self._flag: list[bool] = []
     self._previous = None
     if not jax.distributed.is_initialized():
-      self._previous = signal.signal(signal.SIGTERM,
-                                     lambda *_: self._flag.append(True))
+      self._previous = signal.signal(
+        signal.SIGTERM, lambda *_: self._flag.append(True)
+      )
 
   def __call__(self, step: int) -> bool:
     return self._manager.reached_preemption(step) or bool(self._flag)
@@ -311,23 +388,30 @@ class _Preemption:
 # ----------------------------------------------------------------------------
 # The trainer.
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str
+) -> TrainState:
   """Trains (resuming from workdir if it holds a checkpoint), evaluating as configured."""
   # pylint: disable=g-import-not-at-top
   from clu import metric_writers
   from clu import periodic_actions
   from fcn_jax import input_pipeline
+
   # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
   prepare_datasets(config, (config.train_dataset, *config.eval_datasets))
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+    workdir, just_logging=jax.process_index() > 0
+  )
 
   # Mesh: one data axis over every device of every host; parameters replicated.
   mesh = make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  data_sharding = jax.sharding.NamedSharding(
+    mesh, jax.sharding.PartitionSpec('data')
+  )
 
   # Model, optimizer, state.
   model = create_model(config)
@@ -341,89 +425,142 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_json = config.to_dict()
   if latest.latest_step() is not None:
     state = checkpoint.restore_train_state(latest, abstract, replicated)
-    logging.info('Resumed from %s at step %d', latest.directory, int(state.step))
+    logging.info(
+      'Resumed from %s at step %d', latest.directory, int(state.step)
+    )
   else:
-    state = jax.jit(lambda r: create_train_state(r, model, tx, config),
-                    out_shardings=state_sharding)(rng)
+    state = jax.jit(
+      lambda r: create_train_state(r, model, tx, config),
+      out_shardings=state_sharding,
+    )(rng)
     if config.init_from:
       try:  # the modules it shares with this model; logs loaded and new ones
         params, _, _ = checkpoint.warm_start(
-            state.params['net'], config.init_from, sharding=replicated)
+          state.params['net'], config.init_from, sharding=replicated
+        )
       except checkpoint.IncompatibleCheckpointError as e:
         raise ConfigError(str(e)) from None
       state = state.replace(params=dict(state.params, net=params))
-      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
-          state.params))
+      state = state.replace(
+        opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
+          state.params
+        )
+      )
   start_step = int(state.step)
   best_metrics = checkpoint.best_metrics(best)
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
-    writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
-                          if isinstance(v, (int, float, str, bool))})
+    writer.write_hparams(
+      {
+        k: v
+        for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
+        if isinstance(v, (int, float, str, bool))
+      }
+    )
 
   # Input: the stateless, step-indexed stream starts at this run's step.
   train_iter = input_pipeline.train_iterator(
-      config.train_dataset, _data_dir(config), global_batch_size=config.batch_size,
-      crop_size=config.crop_size, seed=config.seed, start_step=start_step,
-      patch=config.train_patch,
-      decoded_cache=config.get('decoded_cache_dir') or None, dtype='uint8')
+    config.train_dataset,
+    _data_dir(config),
+    global_batch_size=config.batch_size,
+    crop_size=config.crop_size,
+    seed=config.seed,
+    start_step=start_step,
+    patch=config.train_patch,
+    decoded_cache=config.get('decoded_cache_dir') or None,
+    dtype='uint8',
+  )
   device_batches = prefetch_to_device(train_iter, data_sharding)
 
   step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, config=config,
-                        learning_rate_fn=learning_rate_fn),
-      in_shardings=(state_sharding, data_sharding),
-      out_shardings=(state_sharding, replicated), donate_argnums=(0,),
-      compiler_options=compiler_options())
+    functools.partial(
+      train_step,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=learning_rate_fn,
+    ),
+    in_shardings=(state_sharding, data_sharding),
+    out_shardings=(state_sharding, replicated),
+    donate_argnums=(0,),
+    compiler_options=compiler_options(),
+  )
   eval_step = evaluation.make_eval_step(
-      model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
+    model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize
+  )
 
-  save = functools.partial(checkpoint.save_train_state, config=config_json,
-                           batch_size=config.batch_size)
+  save = functools.partial(
+    checkpoint.save_train_state,
+    config=config_json,
+    batch_size=config.batch_size,
+  )
 
   preemption = _Preemption(latest)
-  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                           writer=writer)
+  report = periodic_actions.ReportProgress(
+    num_train_steps=config.num_train_steps, writer=writer
+  )
   hooks = [report] if jax.process_index() == 0 else []
   train_metrics, step_losses = None, []
-  logging.info('Training from step %d to %d', start_step, config.num_train_steps)
+  logging.info(
+    'Training from step %d to %d', start_step, config.num_train_steps
+  )
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, update = step_fn(state, next(device_batches))
-        train_metrics = update if train_metrics is None else train_metrics.merge(update)
+        train_metrics = (
+          update if train_metrics is None else train_metrics.merge(update)
+        )
         step_losses.append((step, update.loss.total))
       for hook in hooks:
         hook(step)
       preempted = preemption(step)  # at every step: the sync point needs it
-      log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
-      checkpoint_now = (step % config.checkpoint_every_steps == 0 or preempted
-                        or step == config.num_train_steps)
+      log_now = (
+        step % config.log_every_steps == 0 or step == config.num_train_steps
+      )
+      checkpoint_now = (
+        step % config.checkpoint_every_steps == 0
+        or preempted
+        or step == config.num_train_steps
+      )
       eval_now = is_eval_step(config, step) and config.eval_datasets
       if log_now or checkpoint_now or eval_now:
         _check_finite(step_losses)
         step_losses = []
       if log_now:
-        writer.write_scalars(step, {f'train_{k}': v for k, v in
-                                    train_metrics.compute().items()})
+        writer.write_scalars(
+          step, {f'train_{k}': v for k, v in train_metrics.compute().items()}
+        )
         train_metrics = None
       if eval_now:
         with report.timed('eval'):
           summaries = evaluation.evaluate_all(
-              config, state.params['net'], model, mesh, eval_step,
-              data_dir=_data_dir(config), writer=writer, step=step,
-              out_dir=(epath.Path(workdir) / 'eval'
-                       if step == config.num_train_steps else None))
+            config,
+            state.params['net'],
+            model,
+            mesh,
+            eval_step,
+            data_dir=_data_dir(config),
+            writer=writer,
+            step=step,
+            out_dir=(
+              epath.Path(workdir) / 'eval'
+              if step == config.num_train_steps
+              else None
+            ),
+          )
           logging.info('step %d\n%s', step, evaluation.format_table(summaries))
           if is_new_best(config.best_rule, summaries[0], best_metrics):
-            best_metrics = {k: summaries[0][k]
-                            for k in ('psnr', 'ssim_matlab', 'dataset')}
+            best_metrics = {
+              k: summaries[0][k] for k in ('psnr', 'ssim_matlab', 'dataset')
+            }
             save(best, state, metrics=best_metrics)
       if checkpoint_now:
         if not _all_finite(state.params):
           raise NonFiniteLossError(
-              f'the parameters became NaN or Inf by step {step}; training stopped, '
-              'the last checkpoint saved before it is intact')
+            f'the parameters became NaN or Inf by step {step}; training stopped, '
+            'the last checkpoint saved before it is intact'
+          )
         save(latest, state)
       writer.flush()
       if preempted:
@@ -439,7 +576,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+  return jnp.all(
+    jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
+  )
 
 
 def _check_finite(step_losses: list) -> None:
@@ -449,8 +588,9 @@ def _check_finite(step_losses: list) -> None:
   for (step, _), value in zip(step_losses, values):
     if not np.isfinite(value):
       raise NonFiniteLossError(
-          f'the loss is {float(value)} at step {step}; training stopped, the last '
-          'checkpoint saved before it is intact')
+        f'the loss is {float(value)} at step {step}; training stopped, the last '
+        'checkpoint saved before it is intact'
+      )
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -462,14 +602,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   params, saved = checkpoint.load_params(workdir, sharding=replicated)
   # The architecture and dtype are the checkpoint's; TLC is an evaluation option.
-  model = checkpoint.model_from_config(saved, tlc_train_size=config.model.tlc_train_size)
+  model = checkpoint.model_from_config(
+    saved, tlc_train_size=config.model.tlc_train_size
+  )
   prepare_datasets(config, config.eval_datasets)
   step_fn = evaluation.make_eval_step(
-      model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize)
+    model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize
+  )
   summaries = evaluation.evaluate_all(
-      config, params, model, mesh, step_fn, data_dir=_data_dir(config),
-      out_dir=epath.Path(workdir) / 'eval',
-      save_images=config.eval.save_images)
+    config,
+    params,
+    model,
+    mesh,
+    step_fn,
+    data_dir=_data_dir(config),
+    out_dir=epath.Path(workdir) / 'eval',
+    save_images=config.eval.save_images,
+  )
   if jax.process_index() == 0:
     print(evaluation.format_table(summaries))
   return summaries

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny FCN whose compiled functions the tests reuse."""
+
 import functools
 
 import jax

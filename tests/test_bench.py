@@ -3,6 +3,7 @@
 The smoke run compares with the official PyTorch Net when FCN_OFFICIAL_REPO
 names a checkout of it (and PyTorch is installed).
 """
+
 import importlib.util
 import os
 import subprocess
@@ -15,8 +16,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'bench', 'throughput.py')
 REPO = os.environ.get('FCN_OFFICIAL_REPO')
-WITH_TORCH = bool(REPO and os.path.isfile(os.path.join(REPO, 'Net.py'))
-                  and importlib.util.find_spec('torch') is not None)
+WITH_TORCH = bool(
+  REPO
+  and os.path.isfile(os.path.join(REPO, 'Net.py'))
+  and importlib.util.find_spec('torch') is not None
+)
 
 
 def load_throughput():
@@ -33,7 +37,7 @@ def table_rows(text):
   head = next(i for i, l in enumerate(lines) if l.startswith('| framework |'))
   columns = [c.strip() for c in lines[head].strip('|').split('|')]
   rows = {}
-  for line in lines[head + 2:]:
+  for line in lines[head + 2 :]:
     if not line.startswith('|'):
       break
     cells = dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
@@ -46,11 +50,22 @@ def test_smoke_run(tmp_path):
   cmd = [sys.executable, SCRIPT, '--smoke', f'--markdown_out={out_md}']
   cmd += [f'--torch_ref={REPO}'] if WITH_TORCH else ['--no_torch']
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=300, check=False)
+  proc = subprocess.run(
+    cmd,
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   rows = table_rows(proc.stdout)
-  expected = [('jax', 'infer', '32x32'), ('jax', 'infer', '32x48'), ('jax', 'train', '32x32')]
+  expected = [
+    ('jax', 'infer', '32x32'),
+    ('jax', 'infer', '32x48'),
+    ('jax', 'train', '32x32'),
+  ]
   if WITH_TORCH:
     expected += [('torch',) + key[1:] for key in expected]
   assert sorted(rows) == sorted(expected), proc.stdout[-3000:]
@@ -58,34 +73,52 @@ def test_smoke_run(tmp_path):
     assert float(cells['images/s']) > 0, (key, cells)
     assert cells['dtype'] == 'float32'
   for mode in ('infer', 'train'):
-    assert float(rows[('jax', mode, '32x32')]['TFLOP/s']) > 0  # XLA's FLOP count
+    assert (
+      float(rows[('jax', mode, '32x32')]['TFLOP/s']) > 0
+    )  # XLA's FLOP count
   markdown = out_md.read_text()
-  assert '| framework | mode | size |' in markdown and 'load average' in markdown
+  assert (
+    '| framework | mode | size |' in markdown and 'load average' in markdown
+  )
   if WITH_TORCH:
-    assert '| infer | 32x32 | 1 | float32 |' in markdown.split('JAX / PyTorch:')[1]
+    assert (
+      '| infer | 32x32 | 1 | float32 |' in markdown.split('JAX / PyTorch:')[1]
+    )
     # Same weights, same function: the converted Net agrees with FCN.
-    diffs = [float(l.rsplit(':', 1)[1]) for l in proc.stdout.splitlines()
-             if l.startswith('- max |JAX - PyTorch|')]
+    diffs = [
+      float(l.rsplit(':', 1)[1])
+      for l in proc.stdout.splitlines()
+      if l.startswith('- max |JAX - PyTorch|')
+    ]
     assert diffs and max(diffs) < 1e-4, diffs
 
 
 def test_imports_need_no_tensorflow():
-  code = ("import sys\n"
-          "for m in ('tensorflow', 'tensorflow_datasets'):\n"
-          "  sys.modules[m] = None\n"
-          f"sys.path.insert(0, {ROOT!r})\n"
-          "import bench.throughput as t\n"
-          "from fcn_jax import convert\n"
-          "_, config = t.bench_config('configs/gopro.py')\n"
-          "assert {k: config.model[k] for k in t.MODELS['full']} == t.MODELS['full']\n")
-  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120, check=False,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  code = (
+    "import sys\n"
+    "for m in ('tensorflow', 'tensorflow_datasets'):\n"
+    "  sys.modules[m] = None\n"
+    f"sys.path.insert(0, {ROOT!r})\n"
+    "import bench.throughput as t\n"
+    "from fcn_jax import convert\n"
+    "_, config = t.bench_config('configs/gopro.py')\n"
+    "assert {k: config.model[k] for k in t.MODELS['full']} == t.MODELS['full']\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', code],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize('name,preset', [('gopro_release', 'full'), ('demo', 'demo'),
-                                         ('tiny', 'tiny')])
+@pytest.mark.parametrize(
+  'name,preset', [('gopro_release', 'full'), ('demo', 'demo'), ('tiny', 'tiny')]
+)
 def test_configs_and_presets_give_the_trainers_config(name, preset):
   t = load_throughput()
   path = os.path.join(ROOT, 'configs', f'{name}.py')
@@ -115,13 +148,18 @@ def test_helpers():
   assert t.peak_tflops('NVIDIA H100 PCIe', 'float32', {}) == 51.0
   assert t.peak_tflops('cpu', 'float32', {}) is None
   assert t.peak_tflops('cpu', 'float32', t.parse_peaks('1.5')) == 1.5
-  assert t.parse_peaks('float32:67,bfloat16:989') == {'float32': 67.0, 'bfloat16': 989.0}
+  assert t.parse_peaks('float32:67,bfloat16:989') == {
+    'float32': 67.0,
+    'bfloat16': 989.0,
+  }
 
 
 def test_worker_results_round_trip(tmp_path):
   t = load_throughput()
   case = t.Case('infer', 32, 48, 1, 'float32')
-  r = t.Result('torch', case, warmup_s=1.5, times=[0.5, 0.25], cpu_times=[1.0, 0.5])
+  r = t.Result(
+    'torch', case, warmup_s=1.5, times=[0.5, 0.25], cpu_times=[1.0, 0.5]
+  )
   out = np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1)
   path = str(tmp_path / 'r.json')
   t.save_results(path, [r], {('torch', case.key): out})

@@ -5,6 +5,7 @@ Nothing is trained: the module writes one checkpoint of random parameters and
 copies it into each test's workdir. The 6 test images of synthetic_blur/tiny
 (32x48) are evaluated in batches of 4, so the last batch is half padding.
 """
+
 import csv
 import functools
 import json
@@ -31,8 +32,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = 'synthetic_blur/tiny:test'
 NAME = 'synthetic_blur_tiny_test'
 NUM_IMAGES = 6
-FIELDS = ('psnr', 'ssim_matlab', 'ssim_per_channel', 'input_psnr',
-          'input_ssim_matlab', 'input_ssim_per_channel')
+FIELDS = (
+  'psnr',
+  'ssim_matlab',
+  'ssim_per_channel',
+  'input_psnr',
+  'input_ssim_matlab',
+  'input_ssim_per_channel',
+)
 
 
 @pytest.fixture(scope='module')
@@ -46,9 +53,13 @@ def data_dir(tmp_path_factory):
 def template(tmp_path_factory):
   """A workdir holding one checkpoint of random tiny parameters (step 0)."""
   d = str(tmp_path_factory.mktemp('template'))
-  params = jax.jit(functools.partial(init_params, FCN(**TINY)))(jax.random.key(0))
+  params = jax.jit(functools.partial(init_params, FCN(**TINY)))(
+    jax.random.key(0)
+  )
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(mngr, 0, params=params, config=tiny.get_config().to_dict(), meta={})
+  checkpoint.save(
+    mngr, 0, params=params, config=tiny.get_config().to_dict(), meta={}
+  )
   mngr.wait_until_finished()
   mngr.close()
   return d
@@ -80,8 +91,10 @@ def read_csv(workdir) -> list[dict]:
 def read_test_split(data_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{id: (blur, sharp)} of the test split, uint8, read directly from TFDS."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  source = tfds.data_source('synthetic_blur/tiny', split='test', data_dir=data_dir,
-                            download=False)
+
+  source = tfds.data_source(
+    'synthetic_blur/tiny', split='test', data_dir=data_dir, download=False
+  )
   out = {}
   for i in range(len(source)):
     ex = source[i]
@@ -91,12 +104,23 @@ def read_test_split(data_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def run_main(workdir, data_dir, *args, devices=1):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/tiny.py',
-         f'--workdir={workdir}', f'--config.data_dir={data_dir}', '--mode=eval', *args]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=300)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  )
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, 'main.py'),
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    '--mode=eval',
+    *args,
+  ]
+  return subprocess.run(
+    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+  )
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +150,9 @@ def test_summary_and_csv_count_every_image_once(plain, data_dir):
   assert [int(r['index']) for r in rows] == list(range(NUM_IMAGES))
   assert ids == input_pipeline.eval_ids(SPEC, data_dir)
   for k in FIELDS:
-    assert summary[k] == pytest.approx(np.mean([float(r[k]) for r in rows]), abs=1e-5)
+    assert summary[k] == pytest.approx(
+      np.mean([float(r[k]) for r in rows]), abs=1e-5
+    )
 
 
 def test_metrics_equal_a_direct_computation(plain, template, data_dir):
@@ -139,23 +165,30 @@ def test_metrics_equal_a_direct_computation(plain, template, data_dir):
   sharp = np.stack([data[k][1] for k in keys])
   params, saved = checkpoint.load_params(template)
   restored = jax.jit(inference.restore, static_argnums=0)(
-      checkpoint.model_from_config(saved), params, blur.astype(np.float32) / 255)
-  direct = {**metrics.image_metrics(restored, sharp),
-            **{f'input_{k}': v for k, v in metrics.image_metrics(blur, sharp).items()}}
+    checkpoint.model_from_config(saved), params, blur.astype(np.float32) / 255
+  )
+  direct = {
+    **metrics.image_metrics(restored, sharp),
+    **{f'input_{k}': v for k, v in metrics.image_metrics(blur, sharp).items()},
+  }
   summary = read_summary(workdir)
   for k in FIELDS:
     ours = np.array([float(rows[key][k]) for key in keys])
-    np.testing.assert_allclose(ours, np.asarray(direct[k]), rtol=1e-5, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(
+      ours, np.asarray(direct[k]), rtol=1e-5, atol=1e-5, err_msg=k
+    )
     assert summary[k] == pytest.approx(float(np.mean(direct[k])), abs=1e-5), k
 
 
-def test_release_validation_centre_crops_and_float_psnr(template, data_dir,
-                                                        tmp_path):
+def test_release_validation_centre_crops_and_float_psnr(
+  template, data_dir, tmp_path
+):
   """eval.center_crop/quantize=False: the release's validation PSNR."""
   workdir = new_workdir(template, tmp_path / 'crop')
-  config = eval_config(data_dir, center_crop=16, quantize=False,
-                       save_images=True)
-  summary, = train.evaluate(config, workdir)
+  config = eval_config(
+    data_dir, center_crop=16, quantize=False, save_images=True
+  )
+  (summary,) = train.evaluate(config, workdir)
   rows = {r['id']: r for r in read_csv(workdir)}
   data = read_test_split(data_dir)
   keys = sorted(data)
@@ -163,24 +196,31 @@ def test_release_validation_centre_crops_and_float_psnr(template, data_dir,
   blur = np.stack([data[k][0] for k in keys])[:, 8:24, 16:32] / 255
   sharp = np.stack([data[k][1] for k in keys])[:, 8:24, 16:32] / 255
   params, saved = checkpoint.load_params(template)
-  restored = np.asarray(jax.jit(inference.restore, static_argnums=0)(
-      checkpoint.model_from_config(saved), params, blur.astype(np.float32)),
-      np.float64)
+  restored = np.asarray(
+    jax.jit(inference.restore, static_argnums=0)(
+      checkpoint.model_from_config(saved), params, blur.astype(np.float32)
+    ),
+    np.float64,
+  )
   # The release's torchPSNR: both clamped to [0, 1], no rounding to levels.
   rmse = np.sqrt(np.mean((np.clip(restored, 0, 1) - sharp) ** 2, (1, 2, 3)))
   expected = 20 * np.log10(1 / rmse)
   ours = np.array([float(rows[k]['psnr']) for k in keys])
   np.testing.assert_allclose(ours, expected, atol=1e-3)
   assert summary['psnr'] == pytest.approx(expected.mean(), abs=1e-3)
-  quantized = metrics.psnr(restored.astype(np.float32),
-                           sharp.astype(np.float32))
+  quantized = metrics.psnr(
+    restored.astype(np.float32), sharp.astype(np.float32)
+  )
   assert np.abs(ours - np.asarray(quantized)).max() > 1e-3  # Not 8-bit levels.
-  image = os.path.join(workdir, 'eval', NAME, 'images',
-                       f'{keys[0].replace("/", "_")}.png')
+  image = os.path.join(
+    workdir, 'eval', NAME, 'images', f'{keys[0].replace("/", "_")}.png'
+  )
   assert np.asarray(Image.open(image)).shape == (16, 16, 3)
 
 
-def test_four_devices_write_the_same_results(plain, template, data_dir, tmp_path):
+def test_four_devices_write_the_same_results(
+  plain, template, data_dir, tmp_path
+):
   workdir = new_workdir(template, tmp_path / 'four')
   proc = run_main(workdir, data_dir, '--config.eval_batch_size=4', devices=4)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -191,7 +231,8 @@ def test_four_devices_write_the_same_results(plain, template, data_dir, tmp_path
     assert four[k] == pytest.approx(one[k], abs=1e-5), k
   rows_one, rows_four = read_csv(plain[0]), read_csv(workdir)
   assert [(r['index'], r['id']) for r in rows_four] == [
-      (r['index'], r['id']) for r in rows_one]
+    (r['index'], r['id']) for r in rows_one
+  ]
   for a, b in zip(rows_one, rows_four):
     for k in FIELDS:
       assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-5), (a['id'], k)
@@ -203,13 +244,17 @@ def test_save_images_writes_every_restored_image(ensembled, data_dir):
   rows = {r['id']: r for r in read_csv(workdir)}
   data = read_test_split(data_dir)
   assert sorted(os.listdir(folder)) == sorted(
-      f'{k.replace("/", "_")}.png' for k in data)
+    f'{k.replace("/", "_")}.png' for k in data
+  )
   for key, (_, sharp) in data.items():
-    png = np.asarray(Image.open(os.path.join(folder, f'{key.replace("/", "_")}.png')))
+    png = np.asarray(
+      Image.open(os.path.join(folder, f'{key.replace("/", "_")}.png'))
+    )
     assert png.shape == sharp.shape == (32, 48, 3) and png.dtype == np.uint8
     # The PNG is the image that was scored.
-    assert float(metrics.psnr(png, sharp)) == pytest.approx(float(rows[key]['psnr']),
-                                                            abs=1e-5)
+    assert float(metrics.psnr(png, sharp)) == pytest.approx(
+      float(rows[key]['psnr']), abs=1e-5
+    )
 
 
 def test_ensemble_changes_the_result_slightly(plain, ensembled):

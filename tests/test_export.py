@@ -3,6 +3,7 @@
 The artefact is run in a subprocess in which importing flax, optax, orbax or
 fcn_jax raises, and compared with fcn_jax.load on the same images.
 """
+
 import json
 import os
 import subprocess
@@ -50,11 +51,17 @@ assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
 def workdir(tmp_path_factory):
   model = FCN(**TINY)
   params = jax.jit(lambda rng: init_params(model, rng, (1, 16, 16, 3)))(
-      jax.random.key(2))
+    jax.random.key(2)
+  )
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(mngr, 0, params=params,
-                  config={'model': dict(TINY, dtype='float32')}, meta={})
+  checkpoint.save(
+    mngr,
+    0,
+    params=params,
+    config={'model': dict(TINY, dtype='float32')},
+    meta={},
+  )
   mngr.wait_until_finished()
   mngr.close()
   return d
@@ -78,9 +85,18 @@ def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
     npy.append(str(tmp_path / f'{i}.npy'))
     png.append((str(tmp_path / f'{i}.png'), str(tmp_path / f'{i}.out.png')))
   proc = subprocess.run(
-      [sys.executable, '-c', RUNNER, REPO,
-       json.dumps(dict(model=model_file, npy=npy, png=png))],
-      capture_output=True, text=True, env=env(), timeout=300)
+    [
+      sys.executable,
+      '-c',
+      RUNNER,
+      REPO,
+      json.dumps(dict(model=model_file, npy=npy, png=png)),
+    ],
+    capture_output=True,
+    text=True,
+    env=env(),
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr
 
   deblur = fcn_jax.load(workdir)
@@ -92,8 +108,9 @@ def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
     assert np.abs(got - image / 255).max() > 0.05  # the model did something
     deblur.deblur_file(png[i][0], str(tmp_path / f'{i}.ref.png'))
     np.testing.assert_array_equal(
-        np.asarray(Image.open(png[i][1])),
-        np.asarray(Image.open(tmp_path / f'{i}.ref.png')))
+      np.asarray(Image.open(png[i][1])),
+      np.asarray(Image.open(tmp_path / f'{i}.ref.png')),
+    )
 
 
 @pytest.mark.parametrize('case', ['no_checkpoint', 'no_folder', 'is_folder'])
@@ -117,12 +134,22 @@ def test_bad_paths_name_the_path_and_write_nothing(workdir, tmp_path, case):
 
 def test_cli_error_is_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'fcn_jax.export', f'--workdir={tmp_path}',
-       f'--output={tmp_path / "fcn.jaxexport"}'],
-      capture_output=True, text=True, env=env(), cwd=REPO, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'fcn_jax.export',
+      f'--workdir={tmp_path}',
+      f'--output={tmp_path / "fcn.jaxexport"}',
+    ],
+    capture_output=True,
+    text=True,
+    env=env(),
+    cwd=REPO,
+    timeout=120,
+  )
   assert proc.returncode != 0
   assert proc.stderr.splitlines() == [
-      f'error: {tmp_path}: no checkpoint (expected best/<step> or '
-      'checkpoints/<step>, written by main.py or fcn_jax.convert)']
+    f'error: {tmp_path}: no checkpoint (expected best/<step> or '
+    'checkpoints/<step>, written by main.py or fcn_jax.convert)'
+  ]
   assert os.listdir(tmp_path) == []
-

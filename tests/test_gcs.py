@@ -41,23 +41,23 @@ def run(gcs, tmp_path_factory):
   """Runs a command of this project against the emulator; returns its log."""
   cwd = tmp_path_factory.mktemp('cwd')
   env = dict(
-      os.environ,
-      JAX_PLATFORMS='cpu',
-      PYTHONPATH=ROOT,
-      JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-      **gcs.env,
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=ROOT,
+    JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    **gcs.env,
   )
 
   def run_(*args):
     proc = subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        timeout=600,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+      [sys.executable, *args],
+      cwd=cwd,
+      env=env,
+      timeout=600,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + gcs.server_log()
     assert not os.listdir(cwd), f'local files written: {os.listdir(cwd)}'
@@ -68,14 +68,14 @@ def run(gcs, tmp_path_factory):
 
 def train(run, *args):
   return run(
-      os.path.join(ROOT, 'main.py'),
-      f'--config={TINY_CONFIG}',
-      f'--workdir={GS}/run',
-      f'--config.data_dir={GS}/data',
-      '--config.checkpoint_every_steps=2',
-      '--config.eval_every_steps=2',
-      '--config.log_every_steps=2',
-      *args,
+    os.path.join(ROOT, 'main.py'),
+    f'--config={TINY_CONFIG}',
+    f'--workdir={GS}/run',
+    f'--config.data_dir={GS}/data',
+    '--config.checkpoint_every_steps=2',
+    '--config.eval_every_steps=2',
+    '--config.log_every_steps=2',
+    *args,
   )
 
 
@@ -84,7 +84,7 @@ def trained(run):
   """The tiny config trained for 2 steps, then resumed to 3, all on gs://."""
   first = train(run, '--config.num_train_steps=2')
   second = train(
-      run, '--config.num_train_steps=3', f'--config.init_from={GS}/run'
+    run, '--config.num_train_steps=3', f'--config.init_from={GS}/run'
   )
   return first, second
 
@@ -95,27 +95,27 @@ def test_train_and_resume_on_gs(gcs, trained):
   # The synthetic dataset, built on the fly into the empty gs:// data_dir.
   version = 'data/synthetic_blur/tiny/1.0.0/'
   for name in (
-      'dataset_info.json',
-      'features.json',
-      'synthetic_blur-train.array_record-00000-of-00001',
-      'synthetic_blur-test.array_record-00000-of-00001',
+    'dataset_info.json',
+    'features.json',
+    'synthetic_blur-train.array_record-00000-of-00001',
+    'synthetic_blur-test.array_record-00000-of-00001',
   ):
     assert version + name in names
   # Orbax: the latest (max_to_keep=1) and the best checkpoint, complete.
   assert 'Resumed from gs://fcn-test/run/checkpoints at step 2' in second
   assert 'Resumed' not in first
   steps = {
-      n.split('/')[2]
-      for n in names
-      if n.startswith('run/checkpoints/') and n.count('/') > 2
+    n.split('/')[2]
+    for n in names
+    if n.startswith('run/checkpoints/') and n.count('/') > 2
   }
   assert steps == {'3'}
   assert 'run/checkpoints/3/commit_success.txt' in names
   meta = json.loads(gcs.download(BUCKET, 'run/checkpoints/3/meta/metadata'))
   assert meta['step'] == 3 and meta['samples_seen'] == 3 * 4
   assert any(
-      n.startswith('run/best/') and n.endswith('/params/manifest.ocdbt')
-      for n in names
+    n.startswith('run/best/') and n.endswith('/params/manifest.ocdbt')
+    for n in names
   )
   # TensorBoard events of both runs, and the final evaluation's files.
   assert sum(n.startswith('run/events.out.tfevents.') for n in names) == 2
@@ -135,31 +135,31 @@ def test_predict_and_evaluate_on_gs(gcs, trained, run):
   for stem, (h, w) in sizes.items():
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(
-        buffer, 'PNG'
+      buffer, 'PNG'
     )
     gcs.upload(BUCKET, f'in/{stem}.png', buffer.getvalue())
   run(
-      '-m',
-      'fcn_jax.predict',
-      f'--workdir={GS}/run',
-      f'--input={GS}/in',
-      f'--output={GS}/out',
+    '-m',
+    'fcn_jax.predict',
+    f'--workdir={GS}/run',
+    f'--input={GS}/in',
+    f'--output={GS}/out',
   )
   for stem in sizes:
     image = Image.open(io.BytesIO(gcs.download(BUCKET, f'out/{stem}.png')))
     assert (image.mode, image.size[::-1]) == ('RGB', sizes[stem])
   # --mode=eval: summary, per-image scores and every restored image.
   log = run(
-      os.path.join(ROOT, 'main.py'),
-      f'--config={TINY_CONFIG}',
-      f'--workdir={GS}/run',
-      f'--config.data_dir={GS}/data',
-      '--mode=eval',
-      '--config.eval.save_images=True',
+    os.path.join(ROOT, 'main.py'),
+    f'--config={TINY_CONFIG}',
+    f'--workdir={GS}/run',
+    f'--config.data_dir={GS}/data',
+    '--mode=eval',
+    '--config.eval.save_images=True',
   )
   assert 'synthetic_blur/tiny:test restored      6' in log
   images = [
-      n for n in gcs.list(BUCKET, f'{EVAL_DIR}/images/') if not n.endswith('/')
+    n for n in gcs.list(BUCKET, f'{EVAL_DIR}/images/') if not n.endswith('/')
   ]  # (folders are empty objects on GCS)
   assert len(images) == 6 and all(n.endswith('.png') for n in images)
   assert not [n for n in gcs.list(BUCKET) if n.endswith('.tmp')]
@@ -170,12 +170,19 @@ def test_convert_to_gs(gcs, run, tiny_params, tmp_path):
   state_dict = convert.flax_to_torch(tiny_params, TINY['num_cab'])
   pth = tmp_path / 'model_best.pth'
   torch.save(
-      {'state_dict': {k: torch.from_numpy(np.array(v))
-                      for k, v in state_dict.items()}},
-      pth,
+    {
+      'state_dict': {
+        k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()
+      }
+    },
+    pth,
   )
-  log = run('-m', 'fcn_jax.convert', f'--torch_checkpoint={pth}',
-            f'--workdir={GS}/converted')
+  log = run(
+    '-m',
+    'fcn_jax.convert',
+    f'--torch_checkpoint={pth}',
+    f'--workdir={GS}/converted',
+  )
   assert f'wrote {GS}/converted/checkpoints/0' in log
   names = gcs.list(BUCKET, 'converted/')
   assert 'converted/checkpoints/0/commit_success.txt' in names

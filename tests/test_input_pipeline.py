@@ -33,9 +33,11 @@ with tfds.core.registered.skip_registration():
     def _info(self):
       image = tfds.features.Image(shape=(None, None, 3), encoding_format='png')
       return tfds.core.DatasetInfo(
-          builder=self,
-          features=tfds.features.FeaturesDict(
-              {'blur': image, 'sharp': image, 'id': tfds.features.Text()}))
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {'blur': image, 'sharp': image, 'id': tfds.features.Text()}
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       return {'test': self._generate_examples()}
@@ -53,19 +55,30 @@ def data_dir(tmp_path_factory) -> str:
   photos.mkdir()
   coded.mkdir()
   for i in range(4):
-    Image.fromarray(camera_shake.procedural_photo(np.random.default_rng(i), 40, 56)).save(
-        photos / f'p{i}.png')
+    Image.fromarray(
+      camera_shake.procedural_photo(np.random.default_rng(i), 40, 56)
+    ).save(photos / f'p{i}.png')
     Image.fromarray(_coded_photo(40, 56, 40 * i)).save(coded / f'c{i}.png')
   data = root / 'data'
-  common = dict(crop_height=32, crop_width=48, crops_per_photo=2,
-                test_fraction=0.25, max_blur=6.0)
+  common = dict(
+    crop_height=32,
+    crop_width=48,
+    crops_per_photo=2,
+    test_fraction=0.25,
+    max_blur=6.0,
+  )
   configs = [
-      sb.SyntheticBlurConfig(name='pipe', source_dir=str(photos), **common),
-      # No motion, no noise: blur == sharp exactly.
-      sb.SyntheticBlurConfig(
-          name='aligned', source_dir=str(coded), min_blur=0.0,
-          max_rotation=0.0, shot_noise=0.0, read_noise=0.0,
-          **(common | {'max_blur': 0.0})),
+    sb.SyntheticBlurConfig(name='pipe', source_dir=str(photos), **common),
+    # No motion, no noise: blur == sharp exactly.
+    sb.SyntheticBlurConfig(
+      name='aligned',
+      source_dir=str(coded),
+      min_blur=0.0,
+      max_rotation=0.0,
+      shot_noise=0.0,
+      read_noise=0.0,
+      **(common | {'max_blur': 0.0}),
+    ),
   ]
   for config in configs:
     sb.Builder(data_dir=data, config=config).download_and_prepare()
@@ -88,8 +101,9 @@ def _take(iterator, n):
 
 
 def _train(data_dir, spec=PIPE, **kwargs):
-  args = dict(global_batch_size=4, crop_size=16, seed=0, process_index=0,
-              process_count=1)
+  args = dict(
+    global_batch_size=4, crop_size=16, seed=0, process_index=0, process_count=1
+  )
   args.update(kwargs)
   return ip.train_iterator(spec, data_dir, **args)
 
@@ -114,8 +128,10 @@ def test_check_dataset_names_the_build_command(data_dir, tmp_path):
     ip.check_dataset('gopro:train', str(tmp_path))
   message = str(e.value)
   assert '\n' not in message
-  assert (f'tfds build tfds_gopro/gopro --manual_dir=<folder with the gopro'
-          f' download> --data_dir={tmp_path}') in message
+  assert (
+    f'tfds build tfds_gopro/gopro --manual_dir=<folder with the gopro'
+    f' download> --data_dir={tmp_path}'
+  ) in message
   with pytest.raises(ValueError, match='--config=blur_gamma'):
     ip.check_dataset('gopro/blur_gamma:test', str(tmp_path))
   with pytest.raises(ValueError, match='tfds build tfds_gopro/synthetic_blur'):
@@ -126,8 +142,11 @@ def test_check_dataset_names_the_build_command(data_dir, tmp_path):
 
 def test_prepare_synthetic(data_dir, tmp_path, monkeypatch):
   built = []
-  monkeypatch.setattr(sb.Builder, 'download_and_prepare',
-                      lambda self, **kw: built.append(self.builder_config.name))
+  monkeypatch.setattr(
+    sb.Builder,
+    'download_and_prepare',
+    lambda self, **kw: built.append(self.builder_config.name),
+  )
   ip.prepare_synthetic('synthetic_blur:train', str(tmp_path))
   assert built == ['skimage']  # The default config, missing: built.
   ip.prepare_synthetic('synthetic_blur/pipe:train', data_dir)  # Prepared.
@@ -145,8 +164,9 @@ def test_num_examples_and_ids(data_dir):
 
 def test_train_batches_shapes_and_ranges(data_dir):
   # process_index/process_count default to JAX's (one process here).
-  default_hosts = _take(_train(data_dir, process_index=None,
-                               process_count=None), 1)[0]
+  default_hosts = _take(
+    _train(data_dir, process_index=None, process_count=None), 1
+  )[0]
   for batch in [default_hosts] + _take(_train(data_dir), 3):
     assert set(batch) == {'blur', 'sharp'}
     for x in batch.values():
@@ -173,14 +193,17 @@ def test_train_stream_is_a_function_of_seed_and_step(data_dir):
 
 def test_host_shards_concatenate_to_the_global_batch(data_dir):
   whole = _take(_train(data_dir, start_step=2), 3)
-  shards = [_take(_train(data_dir, start_step=2, process_index=p,
-                         process_count=2), 3) for p in range(2)]
+  shards = [
+    _take(_train(data_dir, start_step=2, process_index=p, process_count=2), 3)
+    for p in range(2)
+  ]
   for step in range(3):
     for key in ('blur', 'sharp'):
       assert shards[0][step][key].shape == (2, 16, 16, 3)
       np.testing.assert_array_equal(
-          np.concatenate([shards[0][step][key], shards[1][step][key]]),
-          whole[step][key])
+        np.concatenate([shards[0][step][key], shards[1][step][key]]),
+        whole[step][key],
+      )
   with pytest.raises(ValueError, match='multiple'):
     _train(data_dir, global_batch_size=3, process_count=2)
 
@@ -189,13 +212,16 @@ def test_each_epoch_visits_every_example_once(data_dir):
   # A crop as large as the image without augmentation starts at (0, 0), so
   # its top-left 32x48 is the stored example.
   stored = [ex['sharp'] for ex in _stored(ALIGNED, data_dir)]
-  batches = _take(_train(data_dir, ALIGNED, global_batch_size=3, crop_size=48,
-                         augment=False), 4)
+  batches = _take(
+    _train(data_dir, ALIGNED, global_batch_size=3, crop_size=48, augment=False),
+    4,
+  )
   crops = np.concatenate([b['sharp'] for b in batches])[:, :32, :48]
   order = []
   for crop in crops:
-    match = [i for i, s in enumerate(stored)
-             if np.array_equal(np.round(crop * 255), s)]
+    match = [
+      i for i, s in enumerate(stored) if np.array_equal(np.round(crop * 255), s)
+    ]
     assert len(match) == 1
     order.extend(match)
   assert sorted(order[:6]) == sorted(order[6:]) == list(range(6))
@@ -214,15 +240,16 @@ def _window_of(candidate: np.ndarray, images: list[np.ndarray]) -> bool:
     hits = np.argwhere((image == candidate[0, 0]).all(axis=-1))
     for y, x in hits:
       h, w = candidate.shape[:2]
-      if np.array_equal(image[y:y + h, x:x + w], candidate):
+      if np.array_equal(image[y : y + h, x : x + w], candidate):
         return True
   return False
 
 
 def test_augmentation_keeps_pairs_aligned_and_covers_all_symmetries(data_dir):
   stored = [ex['sharp'] for ex in _stored(ALIGNED, data_dir)]
-  batches = _take(_train(data_dir, ALIGNED, global_batch_size=8, crop_size=16),
-                  20)
+  batches = _take(
+    _train(data_dir, ALIGNED, global_batch_size=8, crop_size=16), 20
+  )
   seen, jittered = [], 0
   for batch in batches:
     np.testing.assert_array_equal(batch['blur'], batch['sharp'])
@@ -233,8 +260,9 @@ def test_augmentation_keeps_pairs_aligned_and_covers_all_symmetries(data_dir):
       crop8 = np.round(pixels).astype(np.uint8)
       # Exactly one symmetry maps the crop back to a window of an example,
       # unless saturation changed its colours.
-      found = [k for k, c in enumerate(_symmetries(crop8))
-               if _window_of(c, stored)]
+      found = [
+        k for k, c in enumerate(_symmetries(crop8)) if _window_of(c, stored)
+      ]
       assert len(found) <= 1
       if found:
         seen.extend(found)
@@ -256,10 +284,16 @@ def test_crops_larger_than_the_images_are_reflect_padded(data_dir):
 
 def _run_eval(spec, data_dir, global_batch_size, process_count):
   per_host = [
-      list(ip.eval_iterator(spec, data_dir,
-                            global_batch_size=global_batch_size,
-                            process_index=p, process_count=process_count))
-      for p in range(process_count)
+    list(
+      ip.eval_iterator(
+        spec,
+        data_dir,
+        global_batch_size=global_batch_size,
+        process_index=p,
+        process_count=process_count,
+      )
+    )
+    for p in range(process_count)
   ]
   assert len({len(batches) for batches in per_host}) == 1
   for batches in zip(*per_host):
@@ -267,10 +301,12 @@ def _run_eval(spec, data_dir, global_batch_size, process_count):
   return per_host
 
 
-@pytest.mark.parametrize('global_batch_size,process_count',
-                         [(3, 1), (4, 2), (2, 2)])
-def test_eval_visits_every_example_once(data_dir, global_batch_size,
-                                        process_count):
+@pytest.mark.parametrize(
+  'global_batch_size,process_count', [(3, 1), (4, 2), (2, 2)]
+)
+def test_eval_visits_every_example_once(
+  data_dir, global_batch_size, process_count
+):
   spec = 'mixed_shapes:test'
   per_host = _run_eval(spec, data_dir, global_batch_size, process_count)
   stored = _stored(spec, data_dir)
@@ -282,13 +318,15 @@ def test_eval_visits_every_example_once(data_dir, global_batch_size,
       assert b['blur'].dtype == np.float32 and b['mask'].dtype == bool
       assert b['index'].dtype == np.int32
       np.testing.assert_array_equal(b['mask'], b['index'] >= 0)
-      for blur, sharp, index, mask in zip(b['blur'], b['sharp'], b['index'],
-                                          b['mask']):
+      for blur, sharp, index, mask in zip(
+        b['blur'], b['sharp'], b['index'], b['mask']
+      ):
         np.testing.assert_allclose(blur, 1 - sharp, atol=1e-6)
         if mask:
           visited.append(int(index))
-          np.testing.assert_array_equal(np.round(sharp * 255),
-                                        stored[index]['sharp'])
+          np.testing.assert_array_equal(
+            np.round(sharp * 255), stored[index]['sharp']
+          )
   assert sorted(visited) == list(range(len(SHAPES)))
   # Groups: (16, 24) x4, (24, 16) x2, (8, 8) x1, each padded separately.
   groups = {(16, 24): 4, (24, 16): 2, (8, 8): 1}
@@ -304,10 +342,12 @@ def test_eval_on_synthetic_blur(data_dir):
   np.testing.assert_array_equal(b['index'], [0, 1, -1, -1])
   stored = _stored('synthetic_blur/pipe:test', data_dir)
   for i in range(2):
-    np.testing.assert_array_equal(np.round(b['blur'][i] * 255),
-                                  stored[i]['blur'])
+    np.testing.assert_array_equal(
+      np.round(b['blur'][i] * 255), stored[i]['blur']
+    )
   assert ip.eval_ids('synthetic_blur/pipe:test', data_dir) == [
-      ex['id'].decode() for ex in stored]
+    ex['id'].decode() for ex in stored
+  ]
 
 
 def _pil_saturation(image: np.ndarray, factor: float) -> np.ndarray:
@@ -317,16 +357,24 @@ def _pil_saturation(image: np.ndarray, factor: float) -> np.ndarray:
 def test_saturation_matches_pil_exactly():
   """Bit for bit with Pillow, run as in the pipeline (a tf.data map)."""
   rng = np.random.default_rng(0)
-  images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            for h, w in ((64, 64), (33, 17), (128, 96))]
+  images = [
+    rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for h, w in ((64, 64), (33, 17), (128, 96))
+  ]
   r, g = np.meshgrid(np.arange(256), np.arange(256), indexing='ij')
   images.append(  # Every (R, G) pair, with B = R + G mod 256.
-      np.stack([r, g, (r + g) % 256], -1).astype(np.uint8))
-  factors = np.concatenate([rng.uniform(0.8, 1.2, 12).astype(np.float32),
-                            np.float32([0.0, 0.5, 0.8, 1.0, 1.2, 2.0])])
+    np.stack([r, g, (r + g) % 256], -1).astype(np.uint8)
+  )
+  factors = np.concatenate(
+    [
+      rng.uniform(0.8, 1.2, 12).astype(np.float32),
+      np.float32([0.0, 0.5, 0.8, 1.0, 1.2, 2.0]),
+    ]
+  )
   for image in images:
     ds = tf.data.Dataset.from_tensor_slices(factors).map(
-        lambda f, x=image: ip.saturate(tf.constant(x), f))
+      lambda f, x=image: ip.saturate(tf.constant(x), f)
+    )
     for factor, ours in zip(factors, ds.as_numpy_iterator()):
       expected = _pil_saturation(image, float(factor))
       assert ours.dtype == np.uint8
@@ -342,19 +390,28 @@ def test_symmetries_are_the_releases_outcomes():
   image = np.arange(5 * 7 * 2, dtype=np.int32).reshape(5, 7, 2)
   chw = torch.from_numpy(image).permute(2, 0, 1)
   release = [  # The release's branches on a (C, H, W) tensor.
-      chw, chw.flip(1), chw.flip(2), torch.rot90(chw, dims=(1, 2)),
-      torch.rot90(chw, dims=(1, 2), k=2), torch.rot90(chw, dims=(1, 2), k=3),
-      torch.rot90(chw.flip(1), dims=(1, 2)),
-      torch.rot90(chw.flip(2), dims=(1, 2)), chw]
+    chw,
+    chw.flip(1),
+    chw.flip(2),
+    torch.rot90(chw, dims=(1, 2)),
+    torch.rot90(chw, dims=(1, 2), k=2),
+    torch.rot90(chw, dims=(1, 2), k=3),
+    torch.rot90(chw.flip(1), dims=(1, 2)),
+    torch.rot90(chw.flip(2), dims=(1, 2)),
+    chw,
+  ]
   assert len(ip.SYMMETRIES) == len(release) == 9
   for k, expected in enumerate(release):
     ours = ip.apply_symmetry(tf.constant(image), tf.constant(k)).numpy()
-    np.testing.assert_array_equal(ours, expected.permute(1, 2, 0).numpy(),
-                                  err_msg=f'outcome {k}')
+    np.testing.assert_array_equal(
+      ours, expected.permute(1, 2, 0).numpy(), err_msg=f'outcome {k}'
+    )
   # Outcomes 1..7 are the 7 non-identity symmetries of the square.
   square = image[:5, :5]
-  results = {ip.apply_symmetry(tf.constant(square), k).numpy().tobytes()
-             for k in range(9)}
+  results = {
+    ip.apply_symmetry(tf.constant(square), k).numpy().tobytes()
+    for k in range(9)
+  }
   assert len(results) == 8
 
 
@@ -364,12 +421,15 @@ def test_symmetry_draw_has_identity_twice_as_often():
   # unchanged and the crop is the whole image, so only the symmetry acts.
   grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
   pair = tf.constant(np.repeat(grey[..., None], 6, -1))
-  outcomes = {ip.apply_symmetry(pair, k).numpy()[..., 0].tobytes(): k
-              for k in range(8)}
+  outcomes = {
+    ip.apply_symmetry(pair, k).numpy()[..., 0].tobytes(): k for k in range(8)
+  }
   n = 1800
   ds = tf.data.Dataset.range(n).map(
-      lambda j: ip._augment(pair, tf.stack([tf.constant(7, tf.int64), j]),
-                            16, True)[1])
+    lambda j: ip._augment(
+      pair, tf.stack([tf.constant(7, tf.int64), j]), 16, True
+    )[1]
+  )
   counts = np.zeros(8)
   for crop in ds.as_numpy_iterator():
     levels = np.round(crop[..., 0] * 255).astype(np.uint8)
@@ -384,15 +444,18 @@ def test_resize_patches(data_dir):
   rng = np.random.default_rng(1)
   image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
   pair = tf.constant(np.concatenate([image, 255 - image], -1))
-  blur, sharp = ip._augment(pair, tf.constant([0, 0], tf.int64), 16, False,
-                            'resize')
-  pil = np.asarray(Image.fromarray(image).resize((16, 16),
-                                                 Image.Resampling.BILINEAR))
+  blur, sharp = ip._augment(
+    pair, tf.constant([0, 0], tf.int64), 16, False, 'resize'
+  )
+  pil = np.asarray(
+    Image.fromarray(image).resize((16, 16), Image.Resampling.BILINEAR)
+  )
   ours = np.round(blur.numpy() * 255)
   assert np.abs(ours - pil).max() <= 1
   assert np.mean(ours != pil) < 0.2
-  np.testing.assert_array_equal(np.round(sharp.numpy() * 255), _round_resize(
-      255 - image, 16))
+  np.testing.assert_array_equal(
+    np.round(sharp.numpy() * 255), _round_resize(255 - image, 16)
+  )
   # Through the stream: each patch is a whole stored example, resized.
   stored = [ex['sharp'] for ex in _stored(ALIGNED, data_dir)]
   resized = [_round_resize(s, 16) for s in stored]
@@ -402,16 +465,21 @@ def test_resize_patches(data_dir):
 
 
 def _round_resize(image: np.ndarray, size: int) -> np.ndarray:
-  return np.round(tf.image.resize(image.astype(np.float32), [size, size],
-                                  antialias=True).numpy())
+  return np.round(
+    tf.image.resize(
+      image.astype(np.float32), [size, size], antialias=True
+    ).numpy()
+  )
 
 
 @pytest.mark.parametrize('spec', [PIPE, 'mixed_shapes:test'])
 def test_decoded_cache_yields_the_png_batches(data_dir, tmp_path, spec):
   cache = str(tmp_path / 'decoded')
-  for kwargs in (dict(dtype='float32'),
-                 dict(dtype='uint8', start_step=3, seed=5),
-                 dict(dtype='uint8', process_index=1, process_count=2)):
+  for kwargs in (
+    dict(dtype='float32'),
+    dict(dtype='uint8', start_step=3, seed=5),
+    dict(dtype='uint8', process_index=1, process_count=2),
+  ):
     png = _take(_train(data_dir, spec, **kwargs), 4)
     fast = _take(_train(data_dir, spec, decoded_cache=cache, **kwargs), 4)
     for x, y in zip(png, fast):
@@ -432,18 +500,21 @@ def test_uint8_batches_are_the_float_batches_rounded(data_dir):
 
 
 def test_decoded_cache_holds_the_decoded_pairs_and_is_built_once(
-    data_dir, tmp_path):
+  data_dir, tmp_path
+):
   spec = 'mixed_shapes:test'
   cache = tmp_path / 'decoded'
   path, index = ip.build_decoded_cache(spec, data_dir, str(cache))
   data = np.fromfile(path, np.uint8)
-  for ex, offset, shape in zip(_stored(spec, data_dir), index['offsets'],
-                               index['shapes']):
-    pair = data[offset:offset + ex['blur'].size * 2].reshape(*shape, 6)
+  for ex, offset, shape in zip(
+    _stored(spec, data_dir), index['offsets'], index['shapes']
+  ):
+    pair = data[offset : offset + ex['blur'].size * 2].reshape(*shape, 6)
     np.testing.assert_array_equal(pair[..., :3], ex['blur'])
     np.testing.assert_array_equal(pair[..., 3:], ex['sharp'])
   assert sorted(p.name for p in cache.iterdir()) == sorted(
-      [os.path.basename(path), os.path.basename(path)[:-3] + '.json'])
+    [os.path.basename(path), os.path.basename(path)[:-3] + '.json']
+  )
   stamp = os.stat(path).st_mtime_ns
   assert ip.build_decoded_cache(spec, data_dir, str(cache))[0] == path
   assert os.stat(path).st_mtime_ns == stamp  # Reused, not rewritten.

@@ -1,4 +1,5 @@
 """Charbonnier, the edge loss and the trust-ratio objective on known arrays."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,12 +13,14 @@ def test_charbonnier_hand_computed():
   target = jnp.array([0.0, 0.0, 0.5, 0.0]).reshape(1, 2, 2, 1)
   eps = 1e-3
   expected = (eps + np.sqrt(1 + eps**2) + eps + np.sqrt(0.0625 + eps**2)) / 4
-  assert float(losses.charbonnier(pred, target, eps)) == pytest.approx(expected, rel=1e-6)
+  assert float(losses.charbonnier(pred, target, eps)) == pytest.approx(
+    expected, rel=1e-6
+  )
 
 
 def _numpy_laplacian_residual(x):
   """Float64 reference written from the release's description, with loops."""
-  k1 = np.array([.05, .25, .4, .25, .05])
+  k1 = np.array([0.05, 0.25, 0.4, 0.25, 0.05])
   k = np.outer(k1, k1)
 
   def blur(img):
@@ -25,7 +28,7 @@ def _numpy_laplacian_residual(x):
     out = np.zeros_like(img)
     for i in range(img.shape[0]):
       for j in range(img.shape[1]):
-        out[i, j] = np.sum(padded[i:i + 5, j:j + 5] * k)
+        out[i, j] = np.sum(padded[i : i + 5, j : j + 5] * k)
     return out
 
   blurred = blur(x)
@@ -42,7 +45,9 @@ def test_edge_loss_against_loop_reference():
   ours = losses.laplacian_residual(jnp.asarray(x[:1, :, :, None], jnp.float32))
   np.testing.assert_allclose(ours[0, :, :, 0], ref_x, atol=1e-6)
   expected = np.mean(np.sqrt((ref_x - ref_y) ** 2 + 1e-6))
-  got = losses.edge_loss(jnp.asarray(x[:1, :, :, None]), jnp.asarray(y[:1, :, :, None]))
+  got = losses.edge_loss(
+    jnp.asarray(x[:1, :, :, None]), jnp.asarray(y[:1, :, :, None])
+  )
   assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
@@ -73,10 +78,14 @@ def test_learned_trust_optimum_is_tau_over_loss():
   stage = jnp.array([0.05, 0.1, 0.4])
   tau = 0.02
   optimum = jnp.log((tau / stage) / (1 - tau / stage))  # logit(tau / L)
-  grad = jax.grad(lambda z: losses.combine(stage, z, trust='learned', tau=tau))(optimum)
+  grad = jax.grad(lambda z: losses.combine(stage, z, trust='learned', tau=tau))(
+    optimum
+  )
   np.testing.assert_allclose(grad, 0.0, atol=1e-7)
   # Away from it the gradient points back to it: r below the optimum grows.
-  grad = jax.grad(lambda z: losses.combine(stage, z, trust='learned', tau=tau))(optimum - 1)
+  grad = jax.grad(lambda z: losses.combine(stage, z, trust='learned', tau=tau))(
+    optimum - 1
+  )
   assert (grad < 0).all()
   r = losses.trust_ratios(jnp.array([-30.0, 0.0, 30.0]))
   assert (r > 0).all() and (r <= 1).all()

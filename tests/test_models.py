@@ -1,4 +1,5 @@
 """The Flax FCN: shapes, output order, errors, size, resampling, dtypes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,20 +42,26 @@ def test_output_order_is_final_stage2_stage1(tiny_model, tiny_params):
       assert np.abs(np.asarray(outs[other]) - x).max() > 1e-3
 
 
-@pytest.mark.parametrize('shape,match', [
+@pytest.mark.parametrize(
+  'shape,match',
+  [
     ((1, 12, 16, 3), 'multiples of 8'),
     ((1, 16, 20, 3), 'multiples of 8'),
     ((1, 16, 16, 4), '3 channels'),
     ((16, 16, 3), '3 channels'),
-])
+  ],
+)
 def test_bad_shapes_raise_value_error(tiny_model, tiny_params, shape, match):
   with pytest.raises(ValueError, match=match):
     tiny_model.apply({'params': tiny_params}, jnp.zeros(shape))
 
 
 def test_default_model_size():
-  shapes = jax.eval_shape(FCN().init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  shapes = jax.eval_shape(
+    FCN().init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32),
+  )
   leaves = jax.tree_util.tree_flatten_with_path(shapes['params'])[0]
   sizes = {jax.tree_util.keystr(p): int(np.prod(s.shape)) for p, s in leaves}
   # The release counts 20,309,376 weights besides its one shared PReLU slope
@@ -74,7 +81,7 @@ def test_full_preset_is_the_default_model():
 def test_resampling_known_values():
   x = jnp.arange(4.0).reshape(1, 1, 4, 1)
   up = layers.upsample2x(jnp.broadcast_to(x, (1, 2, 4, 1)))[0, 0, :, 0]
-  np.testing.assert_allclose(up, [0, .25, .75, 1.25, 1.75, 2.25, 2.75, 3])
+  np.testing.assert_allclose(up, [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
   down = layers.downsample2x(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
   np.testing.assert_allclose(down, [[2.5, 4.5], [10.5, 12.5]])
 
@@ -85,12 +92,17 @@ def test_resampling_equals_torch_align_corners_false():
   t = torch.from_numpy(x.transpose(0, 3, 1, 2))
   for ours, scale in ((layers.upsample2x, 2.0), (layers.downsample2x, 0.5)):
     theirs = torch.nn.functional.interpolate(
-        t, scale_factor=scale, mode='bilinear', align_corners=False)
-    np.testing.assert_allclose(ours(jnp.asarray(x)),
-                               theirs.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+      t, scale_factor=scale, mode='bilinear', align_corners=False
+    )
+    np.testing.assert_allclose(
+      ours(jnp.asarray(x)), theirs.numpy().transpose(0, 2, 3, 1), atol=1e-6
+    )
   # jax.image.resize antialiases when downsampling: not the release's resize.
   antialiased = jax.image.resize(jnp.asarray(x), (2, 3, 5, 3), 'linear')
-  assert np.abs(np.asarray(antialiased) - np.asarray(layers.downsample2x(x))).max() > 1e-3
+  assert (
+    np.abs(np.asarray(antialiased) - np.asarray(layers.downsample2x(x))).max()
+    > 1e-3
+  )
 
 
 def test_images_in_a_batch_are_independent(tiny_model, tiny_params):
@@ -109,7 +121,7 @@ def test_bfloat16_close_to_float32(tiny_params):
   peak = float(f32.max() - f32.min())
   mse = float(jnp.mean((bf16 - f32) ** 2))
   assert mse > 0  # the computation really ran in bfloat16
-  assert 10 * np.log10(peak ** 2 / mse) > 40
+  assert 10 * np.log10(peak**2 / mse) > 40
 
 
 def test_remat_keeps_gradients(tiny_params):
@@ -128,6 +140,7 @@ def test_spatial_mean_is_the_mean_over_height_and_width():
   x = jnp.asarray(np.random.default_rng(0).random((2, 40, 24, 5), np.float32))
   y = layers._spatial_mean(x.astype(jnp.bfloat16))
   assert y.shape == (2, 1, 1, 5) and y.dtype == jnp.float32
-  np.testing.assert_allclose(layers._spatial_mean(x), x.mean(axis=(1, 2), keepdims=True),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    layers._spatial_mean(x), x.mean(axis=(1, 2), keepdims=True), rtol=1e-6
+  )
   np.testing.assert_allclose(y, x.mean(axis=(1, 2), keepdims=True), atol=4e-3)

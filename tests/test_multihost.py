@@ -7,6 +7,7 @@ The jobs share a persistent compilation cache: after the first job, process 0
 loads its programs from it (process 1 compiles: on the CPU its cache keys
 differ from process 0's, and JAX writes the cache from process 0 only).
 """
+
 import glob
 import json
 import os
@@ -26,7 +27,7 @@ import pytest
 from tests.test_train import final_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEARTBEAT = 10    # --heartbeat_timeout of these jobs (s)
+HEARTBEAT = 10  # --heartbeat_timeout of these jobs (s)
 JOB_TIMEOUT = 600  # bound on any one job (s)
 TEST_DATASET = 'synthetic_blur_tiny_test'
 # The interrupted job: 1000 steps, so that it cannot end before the signal
@@ -34,8 +35,11 @@ TEST_DATASET = 'synthetic_blur_tiny_test'
 # 12 steps: the learning rate schedule ('step') and the input stream do not
 # depend on num_train_steps, nor the parameters on evaluations, so it must end
 # with the reference's parameters.
-LONG = ('--config.num_train_steps=1000', '--config.log_every_steps=1',
-        "--config.eval_datasets=()")
+LONG = (
+  '--config.num_train_steps=1000',
+  '--config.log_every_steps=1',
+  "--config.eval_datasets=()",
+)
 
 
 def _free_port() -> int:
@@ -47,39 +51,69 @@ def _free_port() -> int:
 class Job:
   """main.py as `num_processes` local processes of `devices` CPU devices."""
 
-  def __init__(self, workdir, data_dir, *args, num_processes=2, devices=1,
-               cache=None, name='job'):
-    self.logs = [os.path.join(str(workdir) + '.logs', f'{name}.{i}.log')
-                 for i in range(num_processes)]
+  def __init__(
+    self,
+    workdir,
+    data_dir,
+    *args,
+    num_processes=2,
+    devices=1,
+    cache=None,
+    name='job',
+  ):
+    self.logs = [
+      os.path.join(str(workdir) + '.logs', f'{name}.{i}.log')
+      for i in range(num_processes)
+    ]
     os.makedirs(os.path.dirname(self.logs[0]), exist_ok=True)
-    env = dict(os.environ, JAX_PLATFORMS='cpu',
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    )
     if cache:
       env['JAX_COMPILATION_CACHE_DIR'] = str(cache)
     launch = []
     if num_processes > 1:
-      launch = [f'--coordinator_address=localhost:{_free_port()}',
-                f'--num_processes={num_processes}',
-                f'--heartbeat_timeout={HEARTBEAT}']
+      launch = [
+        f'--coordinator_address=localhost:{_free_port()}',
+        f'--num_processes={num_processes}',
+        f'--heartbeat_timeout={HEARTBEAT}',
+      ]
     self.procs = []
     for i in range(num_processes):
       with open(self.logs[i], 'w') as log:
-        self.procs.append(subprocess.Popen(
-            [sys.executable, 'main.py', '--config=configs/tiny.py',
-             f'--workdir={workdir}', f'--config.data_dir={data_dir}', *launch,
-             *([f'--process_id={i}'] if launch else []), *args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(
+          subprocess.Popen(
+            [
+              sys.executable,
+              'main.py',
+              '--config=configs/tiny.py',
+              f'--workdir={workdir}',
+              f'--config.data_dir={data_dir}',
+              *launch,
+              *([f'--process_id={i}'] if launch else []),
+              *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+          )
+        )
 
   def out(self, i: int) -> str:
     with open(self.logs[i]) as f:
       return f.read()
 
   def tails(self) -> str:
-    return '\n'.join(f'--- process {i}:\n{self.out(i)[-2500:]}'
-                     for i in range(len(self.procs)))
+    return '\n'.join(
+      f'--- process {i}:\n{self.out(i)[-2500:]}' for i in range(len(self.procs))
+    )
 
-  def wait_for(self, condition, what: str,
-               timeout: float = JOB_TIMEOUT) -> None:
+  def wait_for(
+    self, condition, what: str, timeout: float = JOB_TIMEOUT
+  ) -> None:
     deadline = time.time() + timeout
     while not condition():
       ended = any(p.poll() is not None for p in self.procs)
@@ -161,8 +195,10 @@ def test_two_processes_train_like_one_with_two_devices(two, one):
   workdir, _, job = two
   for i in (0, 1):
     starts = re.findall(r'\] (cpu: .*)', job.out(i))
-    assert starts == [f'cpu: 2 x cpu (1 per process), process {i} of 2; '
-                      'batch_size 4 global, 2 per device'], starts
+    assert starts == [
+      f'cpu: 2 x cpu (1 per process), process {i} of 2; '
+      'batch_size 4 global, 2 per device'
+    ], starts
   params, step = final_params(workdir)
   reference, _ = final_params(one)
   assert step == 12
@@ -173,10 +209,14 @@ def test_two_processes_train_like_one_with_two_devices(two, one):
   assert len(glob.glob(str(workdir / 'events.out.tfevents.*'))) == 1
   folder = workdir / 'eval' / TEST_DATASET
   assert sorted(os.listdir(folder)) == [
-      'grid.png', 'per_image.csv', 'summary.json']
+    'grid.png',
+    'per_image.csv',
+    'summary.json',
+  ]
   summary = json.loads((folder / 'summary.json').read_text())
   single = json.loads(
-      (one / 'eval' / TEST_DATASET / 'summary.json').read_text())
+    (one / 'eval' / TEST_DATASET / 'summary.json').read_text()
+  )
   assert summary.keys() == single.keys() and summary['num_images'] == 6
   for k, v in single.items():
     expected = v if isinstance(v, str) else pytest.approx(v, abs=1e-4)
@@ -207,8 +247,7 @@ def preempted(two, tmp_path_factory, cache):
 def test_sigterm_to_one_process_saves_one_step_everywhere(preempted):
   workdir, job, codes = preempted
   assert codes == [0, 0], job.tails()
-  saved = [re.findall(r'SIGTERM: saved step (\d+)', job.out(i))
-           for i in (0, 1)]
+  saved = [re.findall(r'SIGTERM: saved step (\d+)', job.out(i)) for i in (0, 1)]
   assert saved[0] == saved[1] and len(saved[0]) == 1, job.tails()
   step = int(saved[0][0])
   assert _steps(workdir) == [step] and 1 < step < 8
@@ -221,8 +260,9 @@ def killed(preempted, two, cache):
   workdir, _, _ = preempted
   resumed_from = _steps(workdir)[-1]
   job = Job(workdir, two[1], *LONG, cache=cache, name='killed')
-  job.wait_for(lambda: max(_steps(workdir), default=0) > resumed_from,
-               'a new checkpoint')
+  job.wait_for(
+    lambda: max(_steps(workdir), default=0) > resumed_from, 'a new checkpoint'
+  )
   job.procs[1].send_signal(signal.SIGKILL)
   killed_at = time.time()
   survivor = job.wait(timeout=HEARTBEAT + 120)[0]
@@ -251,8 +291,9 @@ def resumed(killed, two, cache):
   complete = _steps(workdir)[-1]
   planted = workdir / 'checkpoints' / '11.orbax-checkpoint-tmp-1234567890'
   shutil.copytree(workdir / 'checkpoints' / str(complete), planted)
-  job = Job(workdir, two[1], "--config.eval_datasets=()", cache=cache,
-            name='resumed')
+  job = Job(
+    workdir, two[1], "--config.eval_datasets=()", cache=cache, name='resumed'
+  )
   job.finish()
   return workdir, job, complete, planted
 
@@ -269,29 +310,58 @@ def test_restart_resumes_from_the_last_complete_checkpoint(resumed, two):
   _assert_same_params(params, reference)
 
 
-@pytest.mark.parametrize('args, message', [
-    (('--process_id=1',), '--process_id needs --coordinator_address, '
-     '--num_processes too'),
-    (('--coordinator_address=localhost:1', '--num_processes=2',
-      '--process_id=2'), '--process_id=2 must be in 0 .. 1'),
-    (('--coordinator_address=localhost', '--num_processes=2', '--process_id=0'),
-     '--coordinator_address=localhost: expected host:port'),
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (
+      ('--process_id=1',),
+      '--process_id needs --coordinator_address, --num_processes too',
+    ),
+    (
+      (
+        '--coordinator_address=localhost:1',
+        '--num_processes=2',
+        '--process_id=2',
+      ),
+      '--process_id=2 must be in 0 .. 1',
+    ),
+    (
+      (
+        '--coordinator_address=localhost',
+        '--num_processes=2',
+        '--process_id=0',
+      ),
+      '--coordinator_address=localhost: expected host:port',
+    ),
     (('--heartbeat_timeout=0',), '--heartbeat_timeout=0 must be at least 1'),
-])
+  ],
+)
 def test_bad_launch_flags_are_one_line(tmp_path, args, message):
   proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/tiny.py',
-       f'--workdir={tmp_path}/w', *args], cwd=ROOT, capture_output=True,
-      text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    [
+      sys.executable,
+      'main.py',
+      '--config=configs/tiny.py',
+      f'--workdir={tmp_path}/w',
+      *args,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
   assert not os.path.exists(tmp_path / 'w')
 
 
 def test_config_error_ends_every_process_with_one_line(tmp_path):
-  job = Job(tmp_path / 'work', tmp_path / 'data', '--config.crop_size=30',
-            name='bad')
+  job = Job(
+    tmp_path / 'work', tmp_path / 'data', '--config.crop_size=30', name='bad'
+  )
   assert all(code != 0 for code in job.wait(timeout=300)), job.tails()
   assert job.out(0).strip().splitlines()[-1] == (
-      'error: config.crop_size=30 must be a positive multiple of 8')
+    'error: config.crop_size=30 must be a positive multiple of 8'
+  )
   assert not os.path.exists(tmp_path / 'work' / 'checkpoints')

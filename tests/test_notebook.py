@@ -4,6 +4,7 @@ The notebook is executed with nbclient in a kernel of this test's Python
 (a kernel spec written for `sys.executable`), with its parameters cell
 overridden the way papermill does it (a cell inserted after it).
 """
+
 import json
 import os
 import sys
@@ -29,15 +30,25 @@ def workdir(tmp_path_factory):
   """A checkpoint shaped like training's: params, train state, config, meta."""
   config = tiny.get_config()
   model = train.create_model(config)
-  state = jax.jit(lambda k: train.create_train_state(
-      k, model, train.create_optimizer(config), config))(jax.random.key(0))
+  state = jax.jit(
+    lambda k: train.create_train_state(
+      k, model, train.create_optimizer(config), config
+    )
+  )(jax.random.key(0))
   # pylint: disable-next=protected-access
   params, train_items = checkpoint.split_train_state(
-      state.replace(step=state.step + STEP))
+    state.replace(step=state.step + STEP)
+  )
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(mngr, STEP, params=params, train=train_items,
-                  config=config.to_dict(), meta={'samples_seen': 12})
+  checkpoint.save(
+    mngr,
+    STEP,
+    params=params,
+    train=train_items,
+    config=config.to_dict(),
+    meta={'samples_seen': 12},
+  )
   mngr.wait_until_finished()
   mngr.close()
   return d
@@ -47,9 +58,20 @@ def kernel_for_this_python(folder):
   spec = os.path.join(folder, 'kernels', 'fcn-jax-test')
   os.makedirs(spec)
   with open(os.path.join(spec, 'kernel.json'), 'w') as f:
-    json.dump({'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f',
-                        '{connection_file}'],
-               'display_name': 'fcn-jax test', 'language': 'python'}, f)
+    json.dump(
+      {
+        'argv': [
+          sys.executable,
+          '-m',
+          'ipykernel_launcher',
+          '-f',
+          '{connection_file}',
+        ],
+        'display_name': 'fcn-jax test',
+        'language': 'python',
+      },
+      f,
+    )
   return 'fcn-jax-test'
 
 
@@ -57,15 +79,25 @@ def execute(parameters, tmp_path, monkeypatch):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   for cell in nb.cells:
     assert not cell.get('outputs'), 'commit the notebook with cleared outputs'
-  index = next(i for i, c in enumerate(nb.cells)
-               if 'parameters' in c.metadata.get('tags', []))
-  nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
-      '\n'.join(f'{k} = {v!r}' for k, v in parameters.items())))
+  index = next(
+    i
+    for i, c in enumerate(nb.cells)
+    if 'parameters' in c.metadata.get('tags', [])
+  )
+  nb.cells.insert(
+    index + 1,
+    nbformat.v4.new_code_cell(
+      '\n'.join(f'{k} = {v!r}' for k, v in parameters.items())
+    ),
+  )
   monkeypatch.setenv('JUPYTER_PATH', str(tmp_path))
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   client = NotebookClient(
-      nb, kernel_name=kernel_for_this_python(str(tmp_path)), timeout=300,
-      resources={'metadata': {'path': os.path.dirname(NOTEBOOK)}})
+    nb,
+    kernel_name=kernel_for_this_python(str(tmp_path)),
+    timeout=300,
+    resources={'metadata': {'path': os.path.dirname(NOTEBOOK)}},
+  )
   client.execute()  # raises CellExecutionError on any cell error
   text = []
   images = 0
@@ -80,11 +112,14 @@ def execute(parameters, tmp_path, monkeypatch):
 def test_notebook_runs_on_a_training_checkpoint(workdir, tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   sharp = rng.integers(0, 256, (40, 56, 3), np.uint8)
-  blurry = ((sharp.astype(np.uint16) + np.roll(sharp, 2, axis=1)) // 2)
+  blurry = (sharp.astype(np.uint16) + np.roll(sharp, 2, axis=1)) // 2
   Image.fromarray(sharp).save(tmp_path / 'sharp.png')
   Image.fromarray(blurry.astype(np.uint8)).save(tmp_path / 'blurry.png')
-  parameters = dict(WORKDIR=workdir, BLURRY=str(tmp_path / 'blurry.png'),
-                    SHARP=str(tmp_path / 'sharp.png'))
+  parameters = dict(
+    WORKDIR=workdir,
+    BLURRY=str(tmp_path / 'blurry.png'),
+    SHARP=str(tmp_path / 'sharp.png'),
+  )
   text, images = execute(parameters, tmp_path, monkeypatch)
   assert images == 1
   assert f'{workdir}: checkpoints/{STEP}' in text

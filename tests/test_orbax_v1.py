@@ -7,6 +7,7 @@ training and the converter write it) must read back through it unchanged:
 parameters, the training state (optimizer state, trust logits, step),
 config and meta.
 """
+
 import importlib
 
 import jax
@@ -33,15 +34,24 @@ def orbax_v1():
 def saved(tmp_path_factory):
   config = tiny.get_config()
   model = train.create_model(config)
-  state = jax.jit(lambda k: train.create_train_state(
-      k, model, train.create_optimizer(config), config))(jax.random.key(0))
+  state = jax.jit(
+    lambda k: train.create_train_state(
+      k, model, train.create_optimizer(config), config
+    )
+  )(jax.random.key(0))
   state = state.replace(step=state.step + STEP)
   # pylint: disable-next=protected-access
   params, train_items = checkpoint.split_train_state(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(mngr, STEP, params=params, train=train_items,
-                  config=config.to_dict(), meta={'samples_seen': 20})
+  checkpoint.save(
+    mngr,
+    STEP,
+    params=params,
+    train=train_items,
+    config=config.to_dict(),
+    meta={'samples_seen': 20},
+  )
   mngr.wait_until_finished()
   mngr.close()
   return d, config, model, params, train_items
@@ -68,16 +78,19 @@ def test_v1_loads_a_training_checkpoint(saved):
   assert everything['config'] == checkpoint.read_config(workdir)  # JSON
   assert everything['meta'] == {'samples_seen': 20, 'step': STEP}
   assert_trees_equal(everything['params'], params)
-  np.testing.assert_array_equal(everything['train']['trust'],
-                                train_items['trust'])
+  np.testing.assert_array_equal(
+    everything['train']['trust'], train_items['trust']
+  )
   assert int(everything['train']['step']) == STEP
 
   # With abstract trees: the project's own types come back (optax namedtuples).
-  restored = ocp1.load(path, checkpoint.abstract_params(model),
-                       checkpointable_name='params')
+  restored = ocp1.load(
+    path, checkpoint.abstract_params(model), checkpointable_name='params'
+  )
   assert_trees_equal(restored, params)
   abstract_train = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), train_items)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), train_items
+  )
   restored_train = ocp1.load(path, abstract_train, checkpointable_name='train')
   assert_trees_equal(restored_train, train_items)
   assert type(restored_train['opt_state']) is type(train_items['opt_state'])

@@ -6,6 +6,7 @@ weights, saved like its train.py and converted by fcn_jax.convert, must give
 all three outputs within 1e-4 at batch size 1 in float32, and the PNG of its
 test.py path.
 """
+
 import os
 import sys
 
@@ -20,8 +21,9 @@ REPO = os.environ.get('MPRNET_REPO')
 DEBLURRING = os.path.join(REPO or '', 'Deblurring')
 torch = pytest.importorskip('torch')
 pytestmark = pytest.mark.skipif(
-    not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
-    reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet')
+  not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
+  reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet',
+)
 
 
 def mprnet_class():
@@ -48,8 +50,13 @@ def converted(tmp_path_factory):
   net = random_mprnet(0)
   path = tmp_path_factory.mktemp('mprnet')
   pth = path / 'model_deblurring.pth'
-  torch.save({'epoch': 1, 'state_dict': {'module.' + k: v for k, v in
-                                         net.state_dict().items()}}, pth)
+  torch.save(
+    {
+      'epoch': 1,
+      'state_dict': {'module.' + k: v for k, v in net.state_dict().items()},
+    },
+    pth,
+  )
   config = convert.convert_file(str(pth), str(path / 'run'))
   return net, str(path / 'run'), config
 
@@ -69,8 +76,9 @@ def test_mprnet_outputs_match(converted, height, width):
   net, workdir, _ = converted
   x = np.random.default_rng(0).random((1, 3, height, width), np.float32)
   with torch.no_grad():
-    expected = [o.numpy().transpose(0, 2, 3, 1)
-                for o in net(torch.from_numpy(x))]
+    expected = [
+      o.numpy().transpose(0, 2, 3, 1) for o in net(torch.from_numpy(x))
+    ]
   params, config = checkpoint.load_params(workdir)
   model = checkpoint.model_from_config(config, precision='highest')
   outputs = jax.jit(model.apply)({'params': params}, x.transpose(0, 2, 3, 1))
@@ -84,6 +92,7 @@ def test_same_png_as_mprnet_test_script(tmp_path):
   """MPRNet's test.py path (clamp, img_as_ubyte) against fcn_jax.load."""
   import fcn_jax  # pylint: disable=g-import-not-at-top
   from skimage import img_as_ubyte  # pylint: disable=g-import-not-at-top
+
   net = random_mprnet(1)
   with torch.no_grad():  # keep outputs inside [0, 1]: a PNG not all clipped
     net.tail.weight.mul_(0.01)
@@ -98,6 +107,8 @@ def test_same_png_as_mprnet_test_script(tmp_path):
   ours = fcn_jax.load(str(tmp_path / 'run'))(image)  # as predict does
   assert ours.dtype == np.uint8 and ours.shape == theirs.shape
   diff = np.abs(ours.astype(int) - theirs.astype(int))
-  print(f'MPRNet PNG levels differing: {(diff > 0).sum()} of {diff.size} '
-        f'(max {diff.max()})')
+  print(
+    f'MPRNet PNG levels differing: {(diff > 0).sum()} of {diff.size} '
+    f'(max {diff.max()})'
+  )
   assert 0 < theirs.std() and diff.max() <= 1 and (diff > 0).mean() < 1e-3

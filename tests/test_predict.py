@@ -2,6 +2,7 @@
 
 All images are at most 16x16, so they share one compiled shape.
 """
+
 import os
 import subprocess
 import sys
@@ -25,11 +26,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def workdir(tmp_path_factory):
   model = FCN(**TINY)
   params = jax.jit(lambda rng: init_params(model, rng, (1, 16, 16, 3)))(
-      jax.random.key(1))
+    jax.random.key(1)
+  )
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(mngr, 0, params=params, config={'model': dict(TINY, dtype='float32')},
-                  meta={})
+  checkpoint.save(
+    mngr,
+    0,
+    params=params,
+    config={'model': dict(TINY, dtype='float32')},
+    meta={},
+  )
   mngr.wait_until_finished()
   mngr.close()
   return d
@@ -45,15 +52,20 @@ def write_inputs(folder):
   Image.fromarray(gray).save(os.path.join(folder, 'gray.png'))
   Image.fromarray(rgba).save(os.path.join(folder, 'rgba.png'))
   Image.fromarray(sixteen).save(os.path.join(folder, 'sixteen.png'))
-  Image.fromarray(u8(16, 13, 3)).save(os.path.join(folder, 'photo.jpg'), quality=90)
+  Image.fromarray(u8(16, 13, 3)).save(
+    os.path.join(folder, 'photo.jpg'), quality=90
+  )
   Image.fromarray(rgb).quantize(16).save(os.path.join(folder, 'palette.png'))
   expected = {
-      'gray.png': np.repeat(gray[:, :, None], 3, 2) / 255,
-      'rgba.png': rgba[:, :, :3] / 255,
-      'sixteen.png': np.repeat(sixteen[:, :, None], 3, 2) / 65535,
-      'palette.png': np.asarray(Image.open(os.path.join(folder, 'palette.png'))
-                                .convert('RGB')) / 255,
-      'photo.jpg': np.asarray(Image.open(os.path.join(folder, 'photo.jpg'))) / 255,
+    'gray.png': np.repeat(gray[:, :, None], 3, 2) / 255,
+    'rgba.png': rgba[:, :, :3] / 255,
+    'sixteen.png': np.repeat(sixteen[:, :, None], 3, 2) / 65535,
+    'palette.png': np.asarray(
+      Image.open(os.path.join(folder, 'palette.png')).convert('RGB')
+    )
+    / 255,
+    'photo.jpg': np.asarray(Image.open(os.path.join(folder, 'photo.jpg')))
+    / 255,
   }
   assert Image.open(os.path.join(folder, 'sixteen.png')).mode == 'I;16'
   assert Image.open(os.path.join(folder, 'palette.png')).mode == 'P'
@@ -67,7 +79,9 @@ def inputs(tmp_path_factory):
 
 
 def snapshot(folder):
-  return {n: open(os.path.join(folder, n), 'rb').read() for n in os.listdir(folder)}
+  return {
+    n: open(os.path.join(folder, n), 'rb').read() for n in os.listdir(folder)
+  }
 
 
 def test_folder_of_each_kind_matches_the_model(workdir, inputs, tmp_path):
@@ -82,24 +96,35 @@ def test_folder_of_each_kind_matches_the_model(workdir, inputs, tmp_path):
   model = checkpoint.model_from_config(config)
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
   for name, x in expected.items():
-    with Image.open(os.path.join(out, os.path.splitext(name)[0] + '.png')) as im:
+    with Image.open(
+      os.path.join(out, os.path.splitext(name)[0] + '.png')
+    ) as im:
       assert im.format == 'PNG' and im.mode == 'RGB'
       assert im.size == Image.open(os.path.join(folder, name)).size
       got = np.asarray(im)
     h, w = x.shape[:2]
-    padded = np.pad(x.astype(np.float32), ((0, 16 - h), (0, 16 - w), (0, 0)),
-                    mode='reflect')
+    padded = np.pad(
+      x.astype(np.float32), ((0, 16 - h), (0, 16 - w), (0, 0)), mode='reflect'
+    )
     y = np.asarray(apply(params, padded[None]))[0, :h, :w]
-    np.testing.assert_array_equal(got, np.rint(np.clip(y, 0, 1) * 255), err_msg=name)
+    np.testing.assert_array_equal(
+      got, np.rint(np.clip(y, 0, 1) * 255), err_msg=name
+    )
 
 
 def test_single_file(workdir, inputs, tmp_path):
   folder, _ = inputs
   src = os.path.join(folder, 'photo.jpg')
-  assert predict.run(workdir, src, str(tmp_path / 'a.png')) == [str(tmp_path / 'a.png')]
-  assert predict.run(workdir, src, str(tmp_path)) == [str(tmp_path / 'photo.png')]
-  assert (open(tmp_path / 'a.png', 'rb').read()
-          == open(tmp_path / 'photo.png', 'rb').read())
+  assert predict.run(workdir, src, str(tmp_path / 'a.png')) == [
+    str(tmp_path / 'a.png')
+  ]
+  assert predict.run(workdir, src, str(tmp_path)) == [
+    str(tmp_path / 'photo.png')
+  ]
+  assert (
+    open(tmp_path / 'a.png', 'rb').read()
+    == open(tmp_path / 'photo.png', 'rb').read()
+  )
   with pytest.raises(predict.PredictError, match='must be a .png'):
     predict.run(workdir, src, str(tmp_path / 'a.jpg'))
 
@@ -113,10 +138,14 @@ def test_load_and_deblur_file(workdir, inputs, tmp_path):
   src = os.path.join(folder, 'gray.png')
   deblurrer.deblur_file(src, str(tmp_path / 'g.png'))
   predict.run(workdir, src, str(tmp_path / 'p.png'))
-  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'g.png')),
-                                np.asarray(Image.open(tmp_path / 'p.png')))
-  np.testing.assert_array_equal(deblurrer(np.asarray(Image.open(src))),
-                                np.asarray(Image.open(tmp_path / 'g.png')))
+  np.testing.assert_array_equal(
+    np.asarray(Image.open(tmp_path / 'g.png')),
+    np.asarray(Image.open(tmp_path / 'p.png')),
+  )
+  np.testing.assert_array_equal(
+    deblurrer(np.asarray(Image.open(src))),
+    np.asarray(Image.open(tmp_path / 'g.png')),
+  )
 
 
 def test_not_an_image_stops_before_writing(workdir, inputs, tmp_path):
@@ -134,10 +163,16 @@ def test_not_an_image_stops_before_writing(workdir, inputs, tmp_path):
   assert snapshot(out) == before
 
 
-@pytest.mark.parametrize('case', ['missing', 'no_checkpoint', 'overwrite', 'same_stem'])
+@pytest.mark.parametrize(
+  'case', ['missing', 'no_checkpoint', 'overwrite', 'same_stem']
+)
 def test_errors_name_the_path(workdir, inputs, tmp_path, case):
   folder, _ = inputs
-  src, out, wd = os.path.join(folder, 'gray.png'), str(tmp_path / 'o.png'), workdir
+  src, out, wd = (
+    os.path.join(folder, 'gray.png'),
+    str(tmp_path / 'o.png'),
+    workdir,
+  )
   if case == 'missing':
     src = expected = str(tmp_path / 'missing.png')
   elif case == 'no_checkpoint':
@@ -155,7 +190,9 @@ def test_errors_name_the_path(workdir, inputs, tmp_path, case):
   message = str(e.value)
   assert message.startswith(f'{expected}: ') and '\n' not in message, message
   assert snapshot(folder) == before
-  assert not os.path.exists(tmp_path / 'o.png') and not os.path.exists(tmp_path / 'out')
+  assert not os.path.exists(tmp_path / 'o.png') and not os.path.exists(
+    tmp_path / 'out'
+  )
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -179,11 +216,24 @@ def test_cli_error_is_one_line(workdir, tmp_path):
   (folder / 'b.png').write_bytes(b'not a png')
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   proc = subprocess.run(
-      [sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
-       f'--input={folder}', f'--output={tmp_path / "out"}'],
-      capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'fcn_jax.predict',
+      f'--workdir={workdir}',
+      f'--input={folder}',
+      f'--output={tmp_path / "out"}',
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=REPO,
+    timeout=120,
+  )
   assert proc.returncode != 0
-  assert proc.stderr.splitlines() == [f'error: {folder / "b.png"}: not an image file']
+  assert proc.stderr.splitlines() == [
+    f'error: {folder / "b.png"}: not an image file'
+  ]
   assert not (tmp_path / 'out').exists()
 
 
@@ -197,7 +247,11 @@ def test_bucket_and_verbose(workdir, inputs, tmp_path, capsys):
   assert len(compiled) <= 1 and f'{len(compiled)} compilations' in err[-1]
   exact = str(tmp_path / 'exact')
   predict.run(workdir, folder, exact, progress=False)
-  diff = [np.abs(np.asarray(Image.open(os.path.join(out, n)), int)
-                 - np.asarray(Image.open(os.path.join(exact, n)), int)).max()
-          for n in sorted(os.listdir(out))]
+  diff = [
+    np.abs(
+      np.asarray(Image.open(os.path.join(out, n)), int)
+      - np.asarray(Image.open(os.path.join(exact, n)), int)
+    ).max()
+    for n in sorted(os.listdir(out))
+  ]
   assert sorted(os.listdir(out)) == sorted(os.listdir(exact)) and max(diff) > 0

@@ -1,5 +1,6 @@
 """Training: the tiny config end to end, on 1 and 4 devices, exact resume after
 kill -9, learned trust ratios, NaN handling and the start-up checks."""
+
 import glob
 import os
 import signal
@@ -28,12 +29,27 @@ def tiny_config(data_dir, **overrides):
 
 
 def run_main(workdir, data_dir, *args, devices=1, wait=True):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/tiny.py',
-         f'--workdir={workdir}', f'--config.data_dir={data_dir}', *args]
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  )
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, 'main.py'),
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    *args,
+  ]
+  proc = subprocess.Popen(
+    cmd,
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   if not wait:
     return proc
   out, _ = proc.communicate(timeout=600)
@@ -45,6 +61,7 @@ def scalars(workdir, tag):
   """{step: value} of a scalar written by the clu writer (TensorBoard files)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+
   values = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
     acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0})
@@ -61,8 +78,9 @@ def final_params(workdir):
   step = mngr.latest_step()
   config = checkpoint.read_config(str(workdir), checkpoint.LATEST, step)
   target = checkpoint.abstract_params(checkpoint.model_from_config(config))
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(target)))
+  restored = mngr.restore(
+    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+  )
   return restored['params'], step
 
 
@@ -86,15 +104,25 @@ def test_tiny_run_end_to_end(reference_run):
   params, step = final_params(workdir)
   assert step == config.num_train_steps
   saved = checkpoint.read_config(str(workdir))
-  assert saved['model']['n_feat'] == config.model.n_feat and saved['seed'] == config.seed
+  assert (
+    saved['model']['n_feat'] == config.model.n_feat
+    and saved['seed'] == config.seed
+  )
   # Best checkpoint by PSNR, and evaluation/logging happened.
   assert checkpoint.find(str(workdir))[0] == checkpoint.BEST
   psnr = scalars(workdir, 'eval_synthetic_blur_tiny_test_psnr')
   assert sorted(psnr) == [6, 12]
   losses = scalars(workdir, 'train_loss')
   assert sorted(losses) == [4, 8, 12] and losses[12] < losses[4]
-  for tag in ('train_loss_final', 'train_loss_stage2', 'train_loss_stage1', 'train_psnr',
-              'train_grad_norm', 'train_learning_rate', 'train_trust_final'):
+  for tag in (
+    'train_loss_final',
+    'train_loss_stage2',
+    'train_loss_stage1',
+    'train_psnr',
+    'train_grad_norm',
+    'train_learning_rate',
+    'train_trust_final',
+  ):
     assert scalars(workdir, tag), tag
 
 
@@ -123,14 +151,22 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
   proc = run_main(workdir, data_dir, wait=False)
   deadline = time.time() + 300
   # Kill as soon as the first checkpoint is complete, mid-run.
-  while not glob.glob(str(workdir / 'checkpoints' / '4' / 'commit_success.txt')):
-    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+  while not glob.glob(
+    str(workdir / 'checkpoints' / '4' / 'commit_success.txt')
+  ):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[
+      0
+    ][-3000:]
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
+  assert (
+    checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
+  )
   # Resumed on the decoded cache: the same batches as the PNGs of the reference.
-  out = run_main(workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}')
+  out = run_main(
+    workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}'
+  )
   assert list((tmp_path / 'decoded').glob('synthetic_blur_tiny_train-*.u8'))
   assert 'Resumed from' in out
   ours, step = final_params(workdir)
@@ -140,19 +176,29 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
+  data_dir, tmp_path, monkeypatch
+):
   from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   real = input_pipeline.train_iterator
 
   def poisoned(*args, **kwargs):
-    for step, batch in enumerate(real(*args, **kwargs), start=kwargs.get('start_step', 0) + 1):
+    for step, batch in enumerate(
+      real(*args, **kwargs), start=kwargs.get('start_step', 0) + 1
+    ):
       if step == 3:
         batch = dict(batch, blur=np.full_like(batch['blur'], np.nan))
       yield batch
 
   monkeypatch.setattr(input_pipeline, 'train_iterator', poisoned)
-  config = tiny_config(data_dir, checkpoint_every_steps=2, eval_every_steps=0,
-                       num_train_steps=6, log_every_steps=100)
+  config = tiny_config(
+    data_dir,
+    checkpoint_every_steps=2,
+    eval_every_steps=0,
+    num_train_steps=6,
+    log_every_steps=100,
+  )
   with pytest.raises(train.NonFiniteLossError, match='at step 3'):
     train.train_and_evaluate(config, str(tmp_path))
   params, step = final_params(tmp_path)
@@ -160,7 +206,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_pat
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize('overrides,match', [
+@pytest.mark.parametrize(
+  'overrides,match',
+  [
     (dict(batch_size=3), 'batch_size=3 is not divisible'),
     (dict(crop_size=36), 'crop_size=36 must be a positive multiple of 8'),
     (dict(loss=dict(trust='adaptive')), "trust='adaptive'"),
@@ -169,7 +217,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_pat
     (dict(train_patch='warp'), "train_patch='warp'"),
     (dict(best_rule='ssim'), "best_rule='ssim'"),
     (dict(eval=dict(center_crop=0)), 'center_crop=0 must be positive'),
-])
+  ],
+)
 def test_start_up_checks(overrides, match, monkeypatch):
   config = tiny.get_config()
   for key, value in overrides.items():
@@ -191,23 +240,44 @@ def test_missing_dataset_names_the_build_command(tmp_path):
 def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path}/w',
-       f'--config.data_dir={data_dir}', '--config.crop_size=30'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      'main.py',
+      '--config=configs/tiny.py',
+      f'--workdir={tmp_path}/w',
+      f'--config.data_dir={data_dir}',
+      '--config.crop_size=30',
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
-      'error: config.crop_size=30 must be a positive multiple of 8')
+    'error: config.crop_size=30 must be a positive multiple of 8'
+  )
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   workdir = tmp_path / 'preempted'
-  proc = run_main(workdir, data_dir, '--config.num_train_steps=1000',
-                  '--config.eval_every_steps=0', '--config.checkpoint_every_steps=2',
-                  wait=False)
+  proc = run_main(
+    workdir,
+    data_dir,
+    '--config.num_train_steps=1000',
+    '--config.eval_every_steps=0',
+    '--config.checkpoint_every_steps=2',
+    wait=False,
+  )
   deadline = time.time() + 300
-  while not glob.glob(str(workdir / 'checkpoints' / '2' / 'commit_success.txt')):
-    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+  while not glob.glob(
+    str(workdir / 'checkpoints' / '2' / 'commit_success.txt')
+  ):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[
+      0
+    ][-3000:]
     time.sleep(0.2)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
@@ -219,12 +289,21 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
 
 def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
   source, _ = reference_run
-  config = tiny_config(data_dir, init_from=str(source), num_train_steps=1,
-                       eval_datasets=(), checkpoint_every_steps=1)
+  config = tiny_config(
+    data_dir,
+    init_from=str(source),
+    num_train_steps=1,
+    eval_datasets=(),
+    checkpoint_every_steps=1,
+  )
   state = train.train_and_evaluate(config, str(tmp_path))
   start, _ = final_params(source)
-  moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
-           for a, b in zip(jax.tree.leaves(state.params['net']), jax.tree.leaves(start))]
+  moved = [
+    np.abs(np.asarray(a) - np.asarray(b)).max()
+    for a, b in zip(
+      jax.tree.leaves(state.params['net']), jax.tree.leaves(start)
+    )
+  ]
   # One Adam step from the source's weights: close to them, but not equal.
   assert max(moved) < 5e-3 and max(moved) > 0
   assert int(state.step) == 1
@@ -235,19 +314,34 @@ def test_bfloat16_step_keeps_float32_parameters():
   config.model.dtype = 'bfloat16'
   model = train.create_model(config)
   tx = train.create_optimizer(config)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(jax.random.key(0))
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
+    jax.random.key(0)
+  )
   rng = np.random.default_rng(0)
-  batch = {k: jax.numpy.asarray(rng.random((2, 16, 16, 3)), jax.numpy.float32)
-           for k in ('blur', 'sharp')}
-  step = jax.jit(lambda s, b: train.train_step(
-      s, b, model=model, tx=tx, config=config,
-      learning_rate_fn=train.create_learning_rate_fn(config)))
+  batch = {
+    k: jax.numpy.asarray(rng.random((2, 16, 16, 3)), jax.numpy.float32)
+    for k in ('blur', 'sharp')
+  }
+  step = jax.jit(
+    lambda s, b: train.train_step(
+      s,
+      b,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=train.create_learning_rate_fn(config),
+    )
+  )
   new_state, metrics = step(state, batch)
   assert np.isfinite(float(metrics.compute()['loss']))
   for leaf in jax.tree.leaves((new_state.params, new_state.opt_state)):
     assert leaf.dtype in (np.float32, np.int32), leaf.dtype
-  changed = [not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params))]
+  changed = [
+    not np.array_equal(a, b)
+    for a, b in zip(
+      jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)
+    )
+  ]
   # All but channel-attention layers whose 2-channel squeeze is dead at this
   # tiny width (their ReLU outputs are 0 for these inputs, in float32 too).
   assert np.mean(changed) > 0.8
@@ -258,10 +352,13 @@ def test_bfloat16_step_keeps_float32_parameters():
 _EVALS = ((30.0, 0.90), (30.5, 0.89), (29.0, 0.95), (30.2, 0.91))
 
 
-@pytest.mark.parametrize('rule,new_bests', [
+@pytest.mark.parametrize(
+  'rule,new_bests',
+  [
     ('psnr', [True, True, False, False]),
     ('psnr_and_ssim', [True, False, False, True]),
-])
+  ],
+)
 def test_is_new_best(rule, new_bests):
   best, got = None, []
   for psnr, ssim in _EVALS:
@@ -271,14 +368,17 @@ def test_is_new_best(rule, new_bests):
       best = summary
   assert got == new_bests
   # A best saved without SSIM (before best_rule existed) is beaten on PSNR.
-  assert train.is_new_best('psnr_and_ssim', {'psnr': 31, 'ssim_matlab': 0.5},
-                           {'psnr': 30.5})
-  assert not train.is_new_best('psnr_and_ssim', {'psnr': 30, 'ssim_matlab': 1},
-                               {'psnr': 30.5})
+  assert train.is_new_best(
+    'psnr_and_ssim', {'psnr': 31, 'ssim_matlab': 0.5}, {'psnr': 30.5}
+  )
+  assert not train.is_new_best(
+    'psnr_and_ssim', {'psnr': 30, 'ssim_matlab': 1}, {'psnr': 30.5}
+  )
 
 
-def test_paper_best_rule_and_resized_patches_in_a_run(data_dir, tmp_path,
-                                                      monkeypatch):
+def test_paper_best_rule_and_resized_patches_in_a_run(
+  data_dir, tmp_path, monkeypatch
+):
   """best_rule='psnr_and_ssim' keeps the checkpoint it says (scripted)."""
   scores = iter(_EVALS)
 
@@ -286,37 +386,58 @@ def test_paper_best_rule_and_resized_patches_in_a_run(data_dir, tmp_path,
     psnr, ssim = next(scores)
     summary = {'dataset': spec, 'num_images': 1}
     for prefix in ('', 'input_'):
-      summary.update({f'{prefix}psnr': psnr, f'{prefix}ssim_matlab': ssim,
-                      f'{prefix}ssim_per_channel': ssim})
+      summary.update(
+        {
+          f'{prefix}psnr': psnr,
+          f'{prefix}ssim_matlab': ssim,
+          f'{prefix}ssim_per_channel': ssim,
+        }
+      )
     return summary, []
 
   monkeypatch.setattr(evaluation, 'evaluate_dataset', scripted)
-  config = tiny_config(data_dir, num_train_steps=4, eval_every_steps=1,
-                       checkpoint_every_steps=100, best_rule='psnr_and_ssim',
-                       train_patch='resize')
+  config = tiny_config(
+    data_dir,
+    num_train_steps=4,
+    eval_every_steps=1,
+    checkpoint_every_steps=100,
+    best_rule='psnr_and_ssim',
+    train_patch='resize',
+  )
   train.train_and_evaluate(config, str(tmp_path))
   best = checkpoint.make_manager(str(tmp_path), checkpoint.BEST, read_only=True)
   assert best.latest_step() == 4  # The PSNR rule would have kept step 2.
   meta = best.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-  assert meta['meta']['metrics'] == {'psnr': 30.2, 'ssim_matlab': 0.91,
-                                     'dataset': 'synthetic_blur/tiny:test'}
+  assert meta['meta']['metrics'] == {
+    'psnr': 30.2,
+    'ssim_matlab': 0.91,
+    'dataset': 'synthetic_blur/tiny:test',
+  }
 
 
 def test_train_metrics_average_losses_and_keep_the_last_ratios():
   def update(loss, trust, learning_rate):
     return train.TrainMetrics.single_from_model_output(
-        loss=jax.numpy.float32(loss), psnr=jax.numpy.array([30.0, 32.0]),
-        grad_norm=jax.numpy.float32(2 * loss),
-        learning_rate=jax.numpy.float32(learning_rate),
-        **{f'loss_{s}': jax.numpy.float32(loss / 3) for s in train.STAGES},
-        **{f'trust_{s}': jax.numpy.float32(trust) for s in train.STAGES})
+      loss=jax.numpy.float32(loss),
+      psnr=jax.numpy.array([30.0, 32.0]),
+      grad_norm=jax.numpy.float32(2 * loss),
+      learning_rate=jax.numpy.float32(learning_rate),
+      **{f'loss_{s}': jax.numpy.float32(loss / 3) for s in train.STAGES},
+      **{f'trust_{s}': jax.numpy.float32(trust) for s in train.STAGES},
+    )
 
   values = update(0.5, 0.9, 1e-3).merge(update(0.25, 0.7, 5e-4)).compute()
-  assert set(values) == {'loss', 'psnr', 'grad_norm', 'learning_rate',
-                         *(f'{k}_{s}' for k in ('loss', 'trust') for s in train.STAGES)}
-  np.testing.assert_allclose([values['loss'], values['psnr'], values['grad_norm']],
-                             [0.375, 31.0, 0.75])
-  np.testing.assert_allclose(values['learning_rate'], 5e-4)   # the last step's
+  assert set(values) == {
+    'loss',
+    'psnr',
+    'grad_norm',
+    'learning_rate',
+    *(f'{k}_{s}' for k in ('loss', 'trust') for s in train.STAGES),
+  }
+  np.testing.assert_allclose(
+    [values['loss'], values['psnr'], values['grad_norm']], [0.375, 31.0, 0.75]
+  )
+  np.testing.assert_allclose(values['learning_rate'], 5e-4)  # the last step's
   for s in train.STAGES:
     np.testing.assert_allclose(values[f'loss_{s}'], 0.125)
     np.testing.assert_allclose(values[f'trust_{s}'], 0.7)
@@ -334,28 +455,51 @@ def test_uint8_batches_train_like_float_batches():
   config = tiny.get_config()
   model = ThreeStages()
   tx = train.create_optimizer(config)
-  params = {'net': model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))['params'],
-            'trust': train.initial_trust_logits(config)}
-  state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                           opt_state=tx.init(params))
+  params = {
+    'net': model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))['params'],
+    'trust': train.initial_trust_logits(config),
+  }
+  state = train.TrainState(
+    step=jax.numpy.zeros((), jax.numpy.int32),
+    params=params,
+    opt_state=tx.init(params),
+  )
   rng = np.random.default_rng(0)
-  uint8 = {k: rng.integers(0, 256, (2, 16, 16, 3), np.uint8) for k in ('blur', 'sharp')}
+  uint8 = {
+    k: rng.integers(0, 256, (2, 16, 16, 3), np.uint8) for k in ('blur', 'sharp')
+  }
   floats = {k: np.float32(v) / np.float32(255) for k, v in uint8.items()}
-  step = jax.jit(lambda s, b: train.train_step(
-      s, b, model=model, tx=tx, config=config,
-      learning_rate_fn=train.create_learning_rate_fn(config)))
+  step = jax.jit(
+    lambda s, b: train.train_step(
+      s,
+      b,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=train.create_learning_rate_fn(config),
+    )
+  )
   (a, ma), (b, mb) = step(state, uint8), step(state, floats)
   for key in ('loss', 'psnr'):
-    assert float(ma.compute()[key]) == pytest.approx(float(mb.compute()[key]), rel=1e-6)
+    assert float(ma.compute()[key]) == pytest.approx(
+      float(mb.compute()[key]), rel=1e-6
+    )
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(x, y, atol=1e-6)
-  with pytest.raises(AssertionError):  # The same bytes read as floats train differently.
-    np.testing.assert_allclose(float(step(state, jax.tree.map(np.float32, uint8))[1].compute()[
-        'loss']), float(ma.compute()['loss']), rtol=1e-3)
+  with pytest.raises(
+    AssertionError
+  ):  # The same bytes read as floats train differently.
+    np.testing.assert_allclose(
+      float(step(state, jax.tree.map(np.float32, uint8))[1].compute()['loss']),
+      float(ma.compute()['loss']),
+      rtol=1e-3,
+    )
 
 
 def test_prefetch_to_device_keeps_order_and_reads_ahead():
-  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec('data'))
+  sharding = jax.sharding.NamedSharding(
+    train.make_mesh(), jax.sharding.PartitionSpec('data')
+  )
   batches = [{'blur': np.full((2, 4, 4, 3), i, np.uint8)} for i in range(5)]
   pulled = []
   source = (pulled.append(i) or b for i, b in enumerate(batches))
@@ -367,5 +511,8 @@ def test_prefetch_to_device_keeps_order_and_reads_ahead():
   out = [first, second] + list(device)
   assert len(out) == 5
   for i, batch in enumerate(out):
-    assert isinstance(batch['blur'], jax.Array) and batch['blur'].sharding == sharding
+    assert (
+      isinstance(batch['blur'], jax.Array)
+      and batch['blur'].sharding == sharding
+    )
     np.testing.assert_array_equal(batch['blur'], batches[i]['blur'])

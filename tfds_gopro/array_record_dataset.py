@@ -47,89 +47,115 @@ class ArrayRecordDatasetMixin:
   """
 
   def _as_dataset(
-      self,
-      split: tfds.typing.SplitArg,
-      decoders: Any = None,
-      read_config: tfds.ReadConfig | None = None,
-      shuffle_files: bool = False,
+    self,
+    split: tfds.typing.SplitArg,
+    decoders: Any = None,
+    read_config: tfds.ReadConfig | None = None,
+    shuffle_files: bool = False,
   ) -> tf.data.Dataset:
     """Reads a split; see `tfds.core.FileReaderBuilder._as_dataset`."""
     read_config = read_config or tfds.ReadConfig()
     if not self._reads_array_record(read_config):
       return super()._as_dataset(
-          split=split, decoders=decoders, read_config=read_config,
-          shuffle_files=shuffle_files)
+        split=split,
+        decoders=decoders,
+        read_config=read_config,
+        shuffle_files=shuffle_files,
+      )
     if read_config.experimental_interleave_sort_fn is not None:
       raise NotImplementedError(
-          'ReadConfig.experimental_interleave_sort_fn needs TFRecord files; '
-          f'{self.name} is prepared as ArrayRecord.')
-    if (shuffle_files and self.info.disable_shuffling
-        and read_config.enable_ordering_guard):
+        'ReadConfig.experimental_interleave_sort_fn needs TFRecord files; '
+        f'{self.name} is prepared as ArrayRecord.'
+      )
+    if (
+      shuffle_files
+      and self.info.disable_shuffling
+      and read_config.enable_ordering_guard
+    ):
       raise ValueError(
-          f'{self.name} is an ordered dataset (disable_shuffling=True), but '
-          'shuffle_files=True would shuffle its examples.')
+        f'{self.name} is an ordered dataset (disable_shuffling=True), but '
+        'shuffle_files=True would shuffle its examples.'
+      )
 
     features = self.info.features
     if isinstance(decoders, tfds.decode.PartialDecoding):
       features = decoders.extract_features(features)
       decoders = decoders.decoders
     source = self.as_data_source(
-        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
-        file_format=_ARRAY_RECORD)
+      split,
+      deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+      file_format=_ARRAY_RECORD,
+    )
     num_examples = len(source)
     if not num_examples:
       raise ValueError(f'Split {split!r} of {self.name} has no examples.')
     tfds_ids = None
     if read_config.add_tfds_id:
-      tfds_ids = np.array([
+      tfds_ids = np.array(
+        [
           f'{os.path.basename(f.filename)}__{i}'
           for f in self.info.splits[split].file_instructions
           for i in range(f.skip, f.skip + f.take)
-      ], dtype=object)
+        ],
+        dtype=object,
+      )
 
     indices = tf.data.Dataset.range(num_examples)
     if read_config.input_context:
-      indices = indices.shard(read_config.input_context.num_input_pipelines,
-                              read_config.input_context.input_pipeline_id)
+      indices = indices.shard(
+        read_config.input_context.num_input_pipelines,
+        read_config.input_context.input_pipeline_id,
+      )
     if shuffle_files:
       indices = indices.shuffle(
-          num_examples, seed=read_config.shuffle_seed,
-          reshuffle_each_iteration=read_config.shuffle_reshuffle_each_iteration)
+        num_examples,
+        seed=read_config.shuffle_seed,
+        reshuffle_each_iteration=read_config.shuffle_reshuffle_each_iteration,
+      )
     if read_config.repeat_filenames:
       indices = indices.repeat()
 
     def read(index: tf.Tensor) -> dict[str, tf.Tensor]:
-      serialized = tf.numpy_function(lambda i: source[int(i)], [index],
-                                     tf.string, stateful=False)
+      serialized = tf.numpy_function(
+        lambda i: source[int(i)], [index], tf.string, stateful=False
+      )
       serialized.set_shape(())
       example = features.deserialize_example(serialized, decoders=decoders)
       if tfds_ids is not None:
-        tfds_id = tf.numpy_function(lambda i: tfds_ids[int(i)], [index],
-                                    tf.string, stateful=False)
+        tfds_id = tf.numpy_function(
+          lambda i: tfds_ids[int(i)], [index], tf.string, stateful=False
+        )
         example['tfds_id'] = tf.ensure_shape(tfds_id, ())
       return example
 
     ds = indices.map(
-        read, num_parallel_calls=read_config.num_parallel_calls_for_decode)
+      read, num_parallel_calls=read_config.num_parallel_calls_for_decode
+    )
     return ds.with_options(read_config.options)
 
   def _should_cache_ds(
-      self,
-      split: tfds.typing.SplitArg,
-      shuffle_files: bool,
-      read_config: tfds.ReadConfig,
+    self,
+    split: tfds.typing.SplitArg,
+    shuffle_files: bool,
+    read_config: tfds.ReadConfig,
   ) -> bool:
     """As TFDS, but never caches examples that are reshuffled each epoch."""
-    if (shuffle_files and self._reads_array_record(read_config)
-        and read_config.shuffle_reshuffle_each_iteration is not False):
+    if (
+      shuffle_files
+      and self._reads_array_record(read_config)
+      and read_config.shuffle_reshuffle_each_iteration is not False
+    ):
       # TFDS caches single-file splits even with shuffle_files=True, since it
       # only shuffles files; the cache would freeze this shuffled order.
       return False
     return super()._should_cache_ds(
-        split=split, shuffle_files=shuffle_files, read_config=read_config)
+      split=split, shuffle_files=shuffle_files, read_config=read_config
+    )
 
   def _reads_array_record(self, read_config: tfds.ReadConfig) -> bool:
     """Whether the split files read are ArrayRecord (as in TFDS's reader)."""
     file_format = read_config.file_format or self.info.file_format
-    return (file_format is not None
-            and tfds.core.FileFormat.from_value(file_format) == _ARRAY_RECORD)
+    return (
+      file_format is not None
+      and tfds.core.FileFormat.from_value(file_format) == _ARRAY_RECORD
+    )

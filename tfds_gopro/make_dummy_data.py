@@ -23,14 +23,14 @@ _HERE = pathlib.Path(__file__).resolve().parent
 
 # Scene -> number of frames, per split, of the dummy GoPro data.
 GOPRO_SCENES = {
-    'train': {'GOPR0001_00_00': 2, 'GOPR0002_00_00': 1},
-    'test': {'GOPR0003_00_00': 2},
+  'train': {'GOPR0001_00_00': 2, 'GOPR0002_00_00': 1},
+  'test': {'GOPR0003_00_00': 2},
 }
 # Blurred file names of the dummy HIDE data, per folder of HIDE_dataset.
 HIDE_FILES = {
-    'train': ('1fromGOPR0001.png', '2fromGOPR0001.png'),
-    'test/test-close-ups': ('1fromGOPR1001.png', '2fromGOPR1001.png'),
-    'test/test-long-shot': ('1fromGOPR2001.png',),
+  'train': ('1fromGOPR0001.png', '2fromGOPR0001.png'),
+  'test/test-close-ups': ('1fromGOPR1001.png', '2fromGOPR1001.png'),
+  'test/test-long-shot': ('1fromGOPR2001.png',),
 }
 
 
@@ -42,11 +42,14 @@ def sharp_image(key: str) -> np.ndarray:
   rng = np.random.default_rng(zlib.crc32(key.encode()))
   y, x = np.mgrid[:HEIGHT, :WIDTH]
   slopes = rng.integers(1, 10, size=(2, 3))
-  image = (rng.integers(0, 256, size=3) + x[..., None] * slopes[0] +
-           y[..., None] * slopes[1]) % 256
+  image = (
+    rng.integers(0, 256, size=3)
+    + x[..., None] * slopes[0]
+    + y[..., None] * slopes[1]
+  ) % 256
   for _ in range(3):
     top, left = rng.integers(0, HEIGHT - 4), rng.integers(0, WIDTH - 4)
-    image[top:top + 4, left:left + 6] = rng.integers(0, 256, size=3)
+    image[top : top + 4, left : left + 6] = rng.integers(0, 256, size=3)
   return image.astype(np.uint8)
 
 
@@ -54,7 +57,7 @@ def blur_image(sharp: np.ndarray, gamma: float = 1.0) -> np.ndarray:
   """Horizontal 5-tap box blur, averaged in linear space when gamma != 1."""
   linear = (sharp / 255.0) ** gamma
   padded = np.pad(linear, ((0, 0), (2, 2), (0, 0)), mode='edge')
-  blurred = sum(padded[:, i:i + WIDTH] for i in range(5)) / 5
+  blurred = sum(padded[:, i : i + WIDTH] for i in range(5)) / 5
   return np.round(255 * blurred ** (1 / gamma)).astype(np.uint8)
 
 
@@ -72,11 +75,12 @@ def write_gopro_original(root: pathlib.Path) -> None:
         sharp = sharp_image(f'{scene}/{frame:06d}')
         write_png(root / split / scene / 'sharp' / name, sharp)
         write_png(root / split / scene / 'blur' / name, blur_image(sharp))
-        write_png(root / split / scene / 'blur_gamma' / name,
-                  blur_image(sharp, gamma=2.2))
+        write_png(
+          root / split / scene / 'blur_gamma' / name,
+          blur_image(sharp, gamma=2.2),
+        )
   # Other files of the tree are ignored by the builder.
-  (root / 'train' / 'GOPR0001_00_00' / 'notes.txt').write_text(
-      'not an image\n')
+  (root / 'train' / 'GOPR0001_00_00' / 'notes.txt').write_text('not an image\n')
 
 
 def write_gopro_flat(root: pathlib.Path) -> None:
@@ -102,8 +106,9 @@ def write_hide_original(root: pathlib.Path) -> None:
       write_png(root / 'GT' / name, sharp)
       write_png(root / folder / name, blur_image(sharp))
   for split in ('train', 'test'):
-    names = [n for f, ns in HIDE_FILES.items() if f.startswith(split)
-             for n in ns]
+    names = [
+      n for f, ns in HIDE_FILES.items() if f.startswith(split) for n in ns
+    ]
     (root / f'{split}.txt').write_text(''.join(f'{n}\n' for n in names))
 
 
@@ -118,11 +123,13 @@ def write_hide_flat(root: pathlib.Path) -> None:
 
 def write_all(base: pathlib.Path) -> None:
   """Writes the `dummy_data/` folders of both builders under `base`."""
-  write_gopro_original(base / 'gopro' / 'dummy_data' / 'original' /
-                       'GOPRO_Large')
+  write_gopro_original(
+    base / 'gopro' / 'dummy_data' / 'original' / 'GOPRO_Large'
+  )
   write_gopro_flat(base / 'gopro' / 'dummy_data' / 'flat')
-  write_hide_original(base / 'hide' / 'dummy_data' / 'original' /
-                      'HIDE_dataset')
+  write_hide_original(
+    base / 'hide' / 'dummy_data' / 'original' / 'HIDE_dataset'
+  )
   write_hide_flat(base / 'hide' / 'dummy_data' / 'flat')
 
 

@@ -66,12 +66,15 @@ class Layout:
 
 def features() -> tfds.features.FeaturesDict:
   """The features of every paired builder: `blur`, `sharp` and `id`."""
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       'blur': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
-      'sharp': tfds.features.Image(shape=(None, None, 3),
-                                   encoding_format='png'),
+      'sharp': tfds.features.Image(
+        shape=(None, None, 3), encoding_format='png'
+      ),
       'id': tfds.features.Text(),
-  })
+    }
+  )
 
 
 def subdirs(folder: epath.Path) -> list[epath.Path]:
@@ -84,9 +87,9 @@ def subdirs(folder: epath.Path) -> list[epath.Path]:
 def list_pngs(folder: epath.Path) -> dict[str, epath.Path]:
   """Maps file name to path for the PNG files directly inside `folder`."""
   return {
-      p.name: p
-      for p in sorted(folder.iterdir())
-      if p.suffix.lower() == '.png' and p.is_file()
+    p.name: p
+    for p in sorted(folder.iterdir())
+    if p.suffix.lower() == '.png' and p.is_file()
   }
 
 
@@ -99,8 +102,9 @@ def describe_dir(folder: epath.Path) -> str:
   for entry in entries[:_MAX_LISTED_ENTRIES]:
     if entry.is_dir():
       children = sorted(entry.iterdir())
-      shown = ', '.join(c.name + ('/' if c.is_dir() else '')
-                        for c in children[:5])
+      shown = ', '.join(
+        c.name + ('/' if c.is_dir() else '') for c in children[:5]
+      )
       if len(children) > 5:
         shown += f', ... ({len(children)} entries)'
       lines.append(f'  {entry.name}/  [{shown}]')
@@ -112,9 +116,9 @@ def describe_dir(folder: epath.Path) -> str:
 
 
 def detect_layout(
-    manual_dir: epath.Path,
-    layouts: Sequence[Layout],
-    dataset: str,
+  manual_dir: epath.Path,
+  layouts: Sequence[Layout],
+  dataset: str,
 ) -> tuple[Layout, epath.Path]:
   """Returns the one layout found in `manual_dir` and the folder holding it.
 
@@ -134,26 +138,29 @@ def detect_layout(
       found.append((layout, root))
   if len(found) == 1:
     return found[0]
-  expected = '\n'.join(f'  - {layout.name}: {layout.pattern}'
-                       for layout in layouts)
+  expected = '\n'.join(
+    f'  - {layout.name}: {layout.pattern}' for layout in layouts
+  )
   if not found:
     problem = 'matches no known layout'
   else:
     problem = 'matches several layouts ({}); keep only one'.format(
-        ', '.join(f'{layout.name} in {root}' for layout, root in found))
+      ', '.join(f'{layout.name} in {root}' for layout, root in found)
+    )
   raise DatasetLayoutError(
-      f'The manual_dir of {dataset}, {manual_dir}, {problem}.\n'
-      f'Expected layouts (paths relative to manual_dir):\n{expected}\n'
-      f'Found in {manual_dir}:\n{describe_dir(manual_dir)}')
+    f'The manual_dir of {dataset}, {manual_dir}, {problem}.\n'
+    f'Expected layouts (paths relative to manual_dir):\n{expected}\n'
+    f'Found in {manual_dir}:\n{describe_dir(manual_dir)}'
+  )
 
 
 def match_folders(
-    blur_dir: epath.Path,
-    sharp_dir: epath.Path,
-    make_id: Callable[[epath.Path], str],
-    problems: list[str],
-    *,
-    sharp_needs_blur: bool = True,
+  blur_dir: epath.Path,
+  sharp_dir: epath.Path,
+  make_id: Callable[[epath.Path], str],
+  problems: list[str],
+  *,
+  sharp_needs_blur: bool = True,
 ) -> list[Pair]:
   """Pairs the PNG files of two folders by file name.
 
@@ -183,12 +190,13 @@ def match_folders(
       pairs.append(Pair(id=make_id(blur), blur=blur, sharp=sharps[name]))
     else:
       problems.append(
-          f'{blur}: missing sharp partner (expected {sharp_dir / name})')
+        f'{blur}: missing sharp partner (expected {sharp_dir / name})'
+      )
   if sharp_needs_blur:
     for name in sharps.keys() - blurs.keys():
       problems.append(
-          f'{sharps[name]}: missing blurred partner '
-          f'(expected {blur_dir / name})')
+        f'{sharps[name]}: missing blurred partner (expected {blur_dir / name})'
+      )
   return pairs
 
 
@@ -201,8 +209,9 @@ def raise_if_problems(problems: Sequence[str], context: str) -> None:
   if len(problems) > _MAX_LISTED_PROBLEMS:
     lines.append(f'  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more')
   raise DatasetLayoutError(
-      f'{len(problems)} problem(s) {context}; nothing was written:\n'
-      + '\n'.join(lines))
+    f'{len(problems)} problem(s) {context}; nothing was written:\n'
+    + '\n'.join(lines)
+  )
 
 
 def _inspect_image(path: epath.Path) -> tuple[tuple[int, int] | None, str]:
@@ -213,8 +222,10 @@ def _inspect_image(path: epath.Path) -> tuple[tuple[int, int] | None, str]:
         return None, f'{path}: not a PNG file (decodes as {image.format})'
       if image.mode != 'RGB':
         channels = len(image.getbands())
-        return None, (f'{path}: expected an 8-bit RGB image (3 channels), got '
-                      f'PIL mode {image.mode!r} ({channels} channel(s))')
+        return None, (
+          f'{path}: expected an 8-bit RGB image (3 channels), got '
+          f'PIL mode {image.mode!r} ({channels} channel(s))'
+        )
       image.load()  # Decodes all the pixel data: finds truncated files.
       return image.size, ''
   except Exception as e:  # pylint: disable=broad-except
@@ -224,8 +235,8 @@ def _inspect_image(path: epath.Path) -> tuple[tuple[int, int] | None, str]:
 
 
 def validate_pairs(
-    splits: Mapping[str, Sequence[Pair]],
-    manual_dir: epath.Path,
+  splits: Mapping[str, Sequence[Pair]],
+  manual_dir: epath.Path,
 ) -> None:
   """Decodes every image and checks each pair, before anything is written.
 
@@ -247,8 +258,10 @@ def validate_pairs(
       by_id[pair.id].append(pair.blur)
     for example_id, paths in by_id.items():
       if len(paths) > 1:
-        problems.append(f'{paths[1]}: id {example_id!r} also used by '
-                        f'{paths[0]} in split {split!r}')
+        problems.append(
+          f'{paths[1]}: id {example_id!r} also used by '
+          f'{paths[0]} in split {split!r}'
+        )
   paths = set()
   for pairs in splits.values():
     for pair in pairs:
@@ -263,13 +276,16 @@ def validate_pairs(
       blur_size, sharp_size = results[pair.blur][0], results[pair.sharp][0]
       if blur_size and sharp_size and blur_size != sharp_size:
         problems.append(
-            f'{pair.blur}: shape mismatch, {_shape(blur_size)} (HxWxC) but '
-            f'its sharp partner {pair.sharp} is {_shape(sharp_size)}')
+          f'{pair.blur}: shape mismatch, {_shape(blur_size)} (HxWxC) but '
+          f'its sharp partner {pair.sharp} is {_shape(sharp_size)}'
+        )
   raise_if_problems(problems, f'in the data found in {manual_dir}')
-  logging.info('Validated %d pairs (%s) in %.1fs.',
-               sum(len(p) for p in splits.values()),
-               ', '.join(f'{s}: {len(p)}' for s, p in splits.items()),
-               time.monotonic() - start)
+  logging.info(
+    'Validated %d pairs (%s) in %.1fs.',
+    sum(len(p) for p in splits.values()),
+    ', '.join(f'{s}: {len(p)}' for s, p in splits.items()),
+    time.monotonic() - start,
+  )
 
 
 def _shape(size: tuple[int, int]) -> str:
@@ -277,9 +293,11 @@ def _shape(size: tuple[int, int]) -> str:
   return f'{height}x{width}x3'
 
 
-class PairedImageBuilder(array_record_dataset.ArrayRecordDatasetMixin,
-                         tfds.core.GeneratorBasedBuilder,
-                         skip_registration=True):
+class PairedImageBuilder(
+  array_record_dataset.ArrayRecordDatasetMixin,
+  tfds.core.GeneratorBasedBuilder,
+  skip_registration=True,
+):
   """Base of the paired blur/sharp builders.
 
   Writes ArrayRecord by default, which `tfds.data_source()` reads, and
@@ -294,10 +312,10 @@ class PairedImageBuilder(array_record_dataset.ArrayRecordDatasetMixin,
   HOMEPAGE = ''
 
   def __init__(
-      self,
-      *,
-      file_format: str | tfds.core.FileFormat | None = None,
-      **kwargs: Any,
+    self,
+    *,
+    file_format: str | tfds.core.FileFormat | None = None,
+    **kwargs: Any,
   ):
     """Same as the TFDS builder, but writes ArrayRecord by default.
 
@@ -316,12 +334,12 @@ class PairedImageBuilder(array_record_dataset.ArrayRecordDatasetMixin,
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=self.DESCRIPTION,
-        features=features(),
-        supervised_keys=SUPERVISED_KEYS,
-        homepage=self.HOMEPAGE,
-        citation=self.get_metadata().citation,
+      builder=self,
+      description=self.DESCRIPTION,
+      features=features(),
+      supervised_keys=SUPERVISED_KEYS,
+      homepage=self.HOMEPAGE,
+      citation=self.get_metadata().citation,
     )
 
   @abc.abstractmethod
@@ -334,18 +352,19 @@ class PairedImageBuilder(array_record_dataset.ArrayRecordDatasetMixin,
     """
 
   def _split_generators(
-      self, dl_manager: tfds.download.DownloadManager
+    self, dl_manager: tfds.download.DownloadManager
   ) -> dict[str, Iterator[tuple[str, dict[str, Any]]]]:
     manual_dir = epath.Path(dl_manager.manual_dir)
     if not manual_dir.is_absolute():  # Messages name files by full path.
       manual_dir = manual_dir.resolve()
     splits = self._find_pairs(manual_dir)
     validate_pairs(splits, manual_dir)
-    return {split: self._generate_examples(pairs)
-            for split, pairs in splits.items()}
+    return {
+      split: self._generate_examples(pairs) for split, pairs in splits.items()
+    }
 
   def _generate_examples(
-      self, pairs: Sequence[Pair]
+    self, pairs: Sequence[Pair]
   ) -> Iterator[tuple[str, dict[str, Any]]]:
     for pair in pairs:
       # The files are stored as they are: the PNG bytes are not re-encoded.

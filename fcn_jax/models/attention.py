@@ -1,4 +1,5 @@
 """The paper's attention mechanisms between stages."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -33,12 +34,15 @@ class QueryKeyGate(nn.Module):
   sigmoid(up(down(LayerNorm(F)))) with 1x1 convolutions n -> n/2 -> n.
   Returns query * key, which the caller adds to the stage-1 features.
   """
+
   cfg: BlockConfig
   n_feat: int
 
   @nn.compact
   def __call__(self, key: Array) -> Array:
-    q = conv(self.cfg, self.n_feat // 2, 1, name='down')(layer_norm_per_image(key))
+    q = conv(self.cfg, self.n_feat // 2, 1, name='down')(
+      layer_norm_per_image(key)
+    )
     q = nn.sigmoid(conv(self.cfg, self.n_feat, 1, name='up')(q))
     return q * key
 
@@ -48,6 +52,7 @@ class MultiStageAttention(nn.Module):
 
   Returns the features passed to the next stage and this stage's image.
   """
+
   cfg: BlockConfig
   n_feat: int
 

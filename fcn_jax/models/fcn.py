@@ -64,6 +64,7 @@ the trainer's loss expects; a stage that is not built returns its input, the
 blurry image (as the release's commented-out ablation of SAM does), whose loss
 is a constant: it adds nothing to the network's gradient.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -114,6 +115,7 @@ class ShallowFeatures(nn.Module):
 
   With `activation='selu'` this is the paper's processing block (stage 0).
   """
+
   cfg: BlockConfig
   n_feat: int
   activation: str = 'prelu'
@@ -142,6 +144,7 @@ class FCN(nn.Module):
     use_pb, use_efem, use_msam, use_rim, stages: the ablation switches of the
       paper's Table 2 (see the module docstring); defaults: the full model.
   """
+
   n_feat: int = 96
   scale_unetfeats: int = 48
   scale_orsnetfeats: int = 32
@@ -163,9 +166,11 @@ class FCN(nn.Module):
     if self.stages not in KEPT_STAGES:
       raise ValueError(f'FCN.stages={self.stages!r}: use 1, 2, 3 or 4')
     if self.use_efem and not self.use_pb:
-      raise ValueError('FCN.use_efem=True needs use_pb=True: the query-key '
-                       "gate acts on the processing block's map; set both "
-                       'False')
+      raise ValueError(
+        'FCN.use_efem=True needs use_pb=True: the query-key '
+        "gate acts on the processing block's map; set both "
+        'False'
+      )
     return tuple(s for s in KEPT_STAGES[self.stages] if s or self.use_pb)
 
   def _block(self, cls, stage: int):
@@ -175,36 +180,49 @@ class FCN(nn.Module):
   def __call__(self, x: Array) -> list[Array]:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(
-          f'FCN expects NHWC images with 3 channels, got shape {tuple(x.shape)}')
+        f'FCN expects NHWC images with 3 channels, got shape {tuple(x.shape)}'
+      )
     n, h, w, _ = x.shape
     if h % 8 or w % 8:
       raise ValueError(
-          f'FCN needs height and width that are multiples of 8, got {h}x{w}; '
-          'reflect-pad the image first (fcn_jax.inference does)')
+        f'FCN needs height and width that are multiples of 8, got {h}x{w}; '
+        'reflect-pad the image first (fcn_jax.inference does)'
+      )
     kept = self.kept_stages()
     tlc = None
     if self.tlc_train_size is not None:
-      tlc = (min(1.0, self.tlc_train_size / h), min(1.0, self.tlc_train_size / w))
+      tlc = (
+        min(1.0, self.tlc_train_size / h),
+        min(1.0, self.tlc_train_size / w),
+      )
     dtype = jnp.dtype(self.dtype)
-    cfg = BlockConfig(self.kernel_size, self.reduction, dtype, self.precision, tlc)
+    cfg = BlockConfig(
+      self.kernel_size, self.reduction, dtype, self.precision, tlc
+    )
     nf, su = self.n_feat, self.scale_unetfeats
-    alpha = self.param('prelu', nn.initializers.constant(0.25), (1,), jnp.float32)
+    alpha = self.param(
+      'prelu', nn.initializers.constant(0.25), (1,), jnp.float32
+    )
     x = x.astype(dtype)
-    halves = split_rows(x, 2)                       # (2N, H/2, W): top, bottom
-    stage1_img = stage2_img = x                     # stages not built
+    halves = split_rows(x, 2)  # (2N, H/2, W): top, bottom
+    stage1_img = stage2_img = x  # stages not built
     enc1 = dec1 = enc2 = dec2 = feats = None
 
     # Stage 0: the processing block on eight strips.
     if 0 in kept:
-      strips = split_cols(halves, 4)                # (8N, H/2, W/4)
+      strips = split_cols(halves, 4)  # (8N, H/2, W/4)
       f0 = self._block(ShallowFeatures, 0)(
-          cfg, nf, 'selu', name='processing_block')(strips, alpha)
+        cfg, nf, 'selu', name='processing_block'
+      )(strips, alpha)
       f0 = merge_cols(f0, 4).reshape(n, 2, h // 2, w, nf)  # top, bottom
 
     def add_stage0(y: Array) -> Array:
       """y (2N, H/2, W, nf) + stage 0's map, its top half gated by EFEM."""
-      top = (QueryKeyGate(cfg, nf, name='query_key')(f0[:, 0]) if self.use_efem
-             else f0[:, 0])
+      top = (
+        QueryKeyGate(cfg, nf, name='query_key')(f0[:, 0])
+        if self.use_efem
+        else f0[:, 0]
+      )
       return y + jnp.stack([top, f0[:, 1]], 1).reshape(y.shape)
 
     def attend(name: str, y: Array, img: Array) -> tuple[Array, Array]:
@@ -214,15 +232,17 @@ class FCN(nn.Module):
 
     # Stage 1: four quarters through one U-Net; the query-key gate.
     if 1 in kept:
-      quarters = split_cols(halves, 2)              # (4N, H/2, W/2)
+      quarters = split_cols(halves, 2)  # (4N, H/2, W/2)
       y = ShallowFeatures(cfg, nf, name='shallow_feat1')(quarters, alpha)
-      enc1 = self._block(Encoder, 1)(
-          cfg, nf, su, name='stage1_encoder')(y, alpha)
-      enc1 = [merge_cols(e, 2) for e in enc1]       # (2N, ...): top, bottom
+      enc1 = self._block(Encoder, 1)(cfg, nf, su, name='stage1_encoder')(
+        y, alpha
+      )
+      enc1 = [merge_cols(e, 2) for e in enc1]  # (2N, ...): top, bottom
       if 0 in kept:
         enc1[0] = add_stage0(enc1[0])
-      dec1 = self._block(Decoder, 1)(
-          cfg, nf, su, name='stage1_decoder')(enc1, alpha)
+      dec1 = self._block(Decoder, 1)(cfg, nf, su, name='stage1_decoder')(
+        enc1, alpha
+      )
       feats, img = attend('12', dec1[0], halves)
       stage1_img = merge_rows(img, 2)
 
@@ -231,15 +251,17 @@ class FCN(nn.Module):
       y = ShallowFeatures(cfg, nf, name='shallow_feat2')(halves, alpha)
       if 1 in kept:
         y = conv(cfg, nf, self.kernel_size, name='concat12')(
-            jnp.concatenate([y, feats], axis=-1))
+          jnp.concatenate([y, feats], axis=-1)
+        )
       enc2 = self._block(Encoder, 2)(
-          cfg, nf, su, csff=1 in kept, name='stage2_encoder')(
-              y, alpha, enc1, dec1)
+        cfg, nf, su, csff=1 in kept, name='stage2_encoder'
+      )(y, alpha, enc1, dec1)
       if 0 in kept and 1 not in kept:
         enc2[0] = add_stage0(enc2[0])
-      enc2 = [merge_rows(e, 2) for e in enc2]       # (N, ...): whole images
-      dec2 = self._block(Decoder, 2)(
-          cfg, nf, su, name='stage2_decoder')(enc2, alpha)
+      enc2 = [merge_rows(e, 2) for e in enc2]  # (N, ...): whole images
+      dec2 = self._block(Decoder, 2)(cfg, nf, su, name='stage2_decoder')(
+        enc2, alpha
+      )
       feats, stage2_img = attend('23', dec2[0], x)
 
     # Stage 3: the whole image and the raw information mechanism.
@@ -248,18 +270,25 @@ class FCN(nn.Module):
       y = merge_rows(add_stage0(split_rows(y, 2)), 2)
     if 2 in kept:
       y = jnp.concatenate([y, feats], axis=-1)
-    y = conv(cfg, nf + self.scale_orsnetfeats, self.kernel_size,
-             name='concat23')(y)
+    y = conv(
+      cfg, nf + self.scale_orsnetfeats, self.kernel_size, name='concat23'
+    )(y)
     if self.use_rim:
       y = self._block(RawInformationMechanism, 3)(
-          cfg, nf, self.scale_orsnetfeats, su, self.num_cab,
-          name='raw_information')(y, alpha, enc2, dec2)
+        cfg,
+        nf,
+        self.scale_orsnetfeats,
+        su,
+        self.num_cab,
+        name='raw_information',
+      )(y, alpha, enc2, dec2)
     stage3_img = conv(cfg, 3, self.kernel_size, name='tail')(y) + x
     return [o.astype(jnp.float32) for o in (stage3_img, stage2_img, stage1_img)]
 
 
-def init_params(model: FCN, rng: jax.Array,
-                image_shape: Sequence[int] = (1, 64, 64, 3)) -> Any:
+def init_params(
+  model: FCN, rng: jax.Array, image_shape: Sequence[int] = (1, 64, 64, 3)
+) -> Any:
   """Initial parameters of `model`, drawn with one RNG call.
 
   Same distribution as `model.init` (PyTorch's default for every conv kernel,
@@ -267,8 +296,11 @@ def init_params(model: FCN, rng: jax.Array,
   separately and XLA:CPU takes ~0.1 s to compile each draw; one draw for all
   of them compiles in well under a second. Call it under `jax.jit`.
   """
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct(tuple(image_shape), jnp.float32))
+  shapes = jax.eval_shape(
+    model.init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct(tuple(image_shape), jnp.float32),
+  )
   leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes['params'])
   sizes = [leaf.size for _, leaf in leaves]
   u = jax.random.uniform(rng, (sum(sizes),), jnp.float32, -1.0, 1.0)
@@ -279,6 +311,6 @@ def init_params(model: FCN, rng: jax.Array,
       out.append(jnp.full(leaf.shape, 0.25, jnp.float32))
     else:
       fan_in = size // leaf.shape[-1]
-      out.append(u[start:start + size].reshape(leaf.shape) / jnp.sqrt(fan_in))
+      out.append(u[start : start + size].reshape(leaf.shape) / jnp.sqrt(fan_in))
     start += size
   return jax.tree_util.tree_unflatten(treedef, out)

@@ -3,6 +3,7 @@
 Official names are given beside ours. All convolutions have no bias and 'same'
 padding (k // 2), as in the release.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ class BlockConfig:
       rh*h x rw*w (h, w: the feature map's size), i.e. the share of the map that
       a training crop covered.
   """
+
   kernel_size: int = 3
   reduction: int = 4
   dtype: Dtype = jnp.float32
@@ -52,6 +54,7 @@ class Conv(nn.Module):
   Parameters are float32; the computation runs in `cfg.dtype`. On CPU the
   kernel gradient comes from `fcn_jax.cpu.conv_same_cpu_grad` where it applies.
   """
+
   cfg: BlockConfig
   features: int
   kernel_size: int
@@ -59,14 +62,16 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     k = self.kernel_size
-    kernel = self.param('kernel', TORCH_CONV_INIT, (k, k, x.shape[-1], self.features),
-                        jnp.float32)
+    kernel = self.param(
+      'kernel', TORCH_CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32
+    )
     x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
     return cpu.conv_same(x, kernel, self.cfg.precision)
 
 
-def conv(cfg: BlockConfig, features: int, kernel_size: int,
-         name: Optional[str] = None) -> Conv:
+def conv(
+  cfg: BlockConfig, features: int, kernel_size: int, name: Optional[str] = None
+) -> Conv:
   """A bias-free 'same' convolution (official: nn.Conv2d(..., bias=False))."""
   return Conv(cfg, features, kernel_size, name=name)
 
@@ -93,10 +98,12 @@ def _upsample2x_axis(x: Array, axis: int) -> Array:
   n = x.shape[axis]
   first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
   last = jax.lax.slice_in_dim(x, n - 1, n, axis=axis)
-  prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)],
-                         axis=axis)
-  nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last],
-                        axis=axis)
+  prev = jnp.concatenate(
+    [first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis
+  )
+  nxt = jnp.concatenate(
+    [jax.lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis
+  )
   even = 0.75 * x + 0.25 * prev
   odd = 0.75 * x + 0.25 * nxt
   out = jnp.stack([even, odd], axis=axis + 1)
@@ -119,11 +126,14 @@ def _local_mean(x: Array, window: tuple[int, int]) -> Array:
   kh, kw = window
   s = jnp.cumsum(jnp.cumsum(x.astype(jnp.float32), axis=1), axis=2)
   s = jnp.pad(s, ((0, 0), (1, 0), (1, 0), (0, 0)))
-  box = (s[:, kh:, kw:] - s[:, :-kh, kw:] - s[:, kh:, :-kw] + s[:, :-kh, :-kw])
+  box = s[:, kh:, kw:] - s[:, :-kh, kw:] - s[:, kh:, :-kw] + s[:, :-kh, :-kw]
   box = box / (kh * kw)
   top, left = (kh - 1) // 2, (kw - 1) // 2
-  box = jnp.pad(box, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left),
-                      (0, 0)), mode='edge')
+  box = jnp.pad(
+    box,
+    ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)),
+    mode='edge',
+  )
   return box.astype(x.dtype)
 
 
@@ -140,6 +150,7 @@ def _spatial_mean(x: Array) -> Array:
 
 class ChannelAttention(nn.Module):
   """Channel attention (official: CALayer): pool, squeeze, excite, rescale."""
+
   cfg: BlockConfig
 
   @nn.compact
@@ -167,6 +178,7 @@ class CAB(nn.Module):
   `activation` is 'prelu' (the release's one shared PReLU, whose slope is passed
   in) or 'selu' (the processing block of stage 0).
   """
+
   cfg: BlockConfig
   activation: str = 'prelu'
 
@@ -182,6 +194,7 @@ class CAB(nn.Module):
 
 class CABStack(nn.Module):
   """`num` CABs in sequence (official: nn.Sequential of CABs)."""
+
   cfg: BlockConfig
   num: int
 
@@ -194,6 +207,7 @@ class CABStack(nn.Module):
 
 class DownSample(nn.Module):
   """Bilinear x0.5 then 1x1 conv C -> C + s (official: DownSample)."""
+
   cfg: BlockConfig
   features: int
 
@@ -209,6 +223,7 @@ class UpSample(nn.Module):
   channels and the other on positions, so they commute, and the convolution is
   4x cheaper at the low resolution.
   """
+
   cfg: BlockConfig
   features: int
 

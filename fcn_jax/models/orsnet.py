@@ -1,4 +1,5 @@
 """Raw information mechanism of stage 3 (paper Fig. 5; official: ORSNet)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -13,6 +14,7 @@ Array = jax.Array
 
 class ORB(nn.Module):
   """Original-resolution block: `num_cab` CABs, a conv, a residual (official: ORB)."""
+
   cfg: BlockConfig
   num_cab: int
 
@@ -29,6 +31,7 @@ class RawInformationMechanism(nn.Module):
   outputs of level k, brought to full resolution by k - 1 UpSample blocks.
   Without stage 2 (`encoder_outs` None, an ablation) only the ORBs remain.
   """
+
   cfg: BlockConfig
   n_feat: int
   scale_orsnetfeats: int
@@ -36,9 +39,13 @@ class RawInformationMechanism(nn.Module):
   num_cab: int
 
   @nn.compact
-  def __call__(self, x: Array, alpha: Array,
-               encoder_outs: Optional[Sequence[Array]] = None,
-               decoder_outs: Optional[Sequence[Array]] = None) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    alpha: Array,
+    encoder_outs: Optional[Sequence[Array]] = None,
+    decoder_outs: Optional[Sequence[Array]] = None,
+  ) -> Array:
     n, s = self.n_feat, self.scale_unetfeats
     width = n + self.scale_orsnetfeats
 
@@ -54,6 +61,9 @@ class RawInformationMechanism(nn.Module):
       x = ORB(self.cfg, self.num_cab, name=f'orb{level}')(x, alpha)
       if encoder_outs is None:
         continue
-      x = (x + to_full(encoder_outs[level - 1], level, 'enc')
-           + to_full(decoder_outs[level - 1], level, 'dec'))
+      x = (
+        x
+        + to_full(encoder_outs[level - 1], level, 'enc')
+        + to_full(decoder_outs[level - 1], level, 'dec')
+      )
     return x

@@ -1,4 +1,5 @@
 """The U-Net of stages 1 and 2 (paper: local feature catcher; official: Encoder, Decoder)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -6,7 +7,14 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 
-from fcn_jax.models.layers import BlockConfig, CAB, CABStack, DownSample, UpSample, conv
+from fcn_jax.models.layers import (
+  BlockConfig,
+  CAB,
+  CABStack,
+  DownSample,
+  UpSample,
+  conv,
+)
 
 Array = jax.Array
 
@@ -17,15 +25,20 @@ class Encoder(nn.Module):
   With `csff` (stage 2 only) each level adds 1x1 convolutions of the previous
   stage's encoder and decoder outputs (cross-stage feature fusion).
   """
+
   cfg: BlockConfig
   n_feat: int
   scale_unetfeats: int
   csff: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, alpha: Array,
-               encoder_outs: Optional[Sequence[Array]] = None,
-               decoder_outs: Optional[Sequence[Array]] = None) -> list[Array]:
+  def __call__(
+    self,
+    x: Array,
+    alpha: Array,
+    encoder_outs: Optional[Sequence[Array]] = None,
+    decoder_outs: Optional[Sequence[Array]] = None,
+  ) -> list[Array]:
     widths = [self.n_feat + i * self.scale_unetfeats for i in range(3)]
     outs = []
     for level, width in enumerate(widths, start=1):
@@ -33,27 +46,39 @@ class Encoder(nn.Module):
         x = DownSample(self.cfg, width, name=f'down{level - 1}{level}')(x)
       x = CABStack(self.cfg, 2, name=f'level{level}')(x, alpha)
       if self.csff:
-        x = (x + conv(self.cfg, width, 1, name=f'csff_enc{level}')(encoder_outs[level - 1])
-             + conv(self.cfg, width, 1, name=f'csff_dec{level}')(decoder_outs[level - 1]))
+        x = (
+          x
+          + conv(self.cfg, width, 1, name=f'csff_enc{level}')(
+            encoder_outs[level - 1]
+          )
+          + conv(self.cfg, width, 1, name=f'csff_dec{level}')(
+            decoder_outs[level - 1]
+          )
+        )
       outs.append(x)
     return outs
 
 
 class Decoder(nn.Module):
   """Mirror of the encoder with CAB-refined skips (official: Decoder)."""
+
   cfg: BlockConfig
   n_feat: int
   scale_unetfeats: int
 
   @nn.compact
-  def __call__(self, encoder_outs: Sequence[Array], alpha: Array) -> list[Array]:
+  def __call__(
+    self, encoder_outs: Sequence[Array], alpha: Array
+  ) -> list[Array]:
     enc1, enc2, enc3 = encoder_outs
     n, s = self.n_feat, self.scale_unetfeats
     dec3 = CABStack(self.cfg, 2, name='level3')(enc3, alpha)
-    x = (UpSample(self.cfg, n + s, name='up32')(dec3)
-         + CAB(self.cfg, name='skip_attn2')(enc2, alpha))
+    x = UpSample(self.cfg, n + s, name='up32')(dec3) + CAB(
+      self.cfg, name='skip_attn2'
+    )(enc2, alpha)
     dec2 = CABStack(self.cfg, 2, name='level2')(x, alpha)
-    x = (UpSample(self.cfg, n, name='up21')(dec2)
-         + CAB(self.cfg, name='skip_attn1')(enc1, alpha))
+    x = UpSample(self.cfg, n, name='up21')(dec2) + CAB(
+      self.cfg, name='skip_attn1'
+    )(enc1, alpha)
     dec1 = CABStack(self.cfg, 2, name='level1')(x, alpha)
     return [dec1, dec2, dec3]

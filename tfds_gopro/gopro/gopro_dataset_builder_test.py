@@ -17,9 +17,12 @@ _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 _TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
 _ORIGINAL_IDS = {
-    'train': ['GOPR0001_00_00/000001', 'GOPR0001_00_00/000002',
-              'GOPR0002_00_00/000001'],
-    'test': ['GOPR0003_00_00/000001', 'GOPR0003_00_00/000002'],
+  'train': [
+    'GOPR0001_00_00/000001',
+    'GOPR0001_00_00/000002',
+    'GOPR0002_00_00/000001',
+  ],
+  'test': ['GOPR0003_00_00/000001', 'GOPR0003_00_00/000002'],
 }
 
 
@@ -40,8 +43,12 @@ class GoproFlatTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 3, 'test': 2}
 
   def _make_builder(self, config=None):
-    return self.dataset_class(data_dir=self.tmp_dir, config=config,
-                              version=self.VERSION, file_format='tfrecord')
+    return self.dataset_class(
+      data_dir=self.tmp_dir,
+      config=config,
+      version=self.VERSION,
+      file_format='tfrecord',
+    )
 
 
 def _download_config(manual_dir):
@@ -59,9 +66,13 @@ def test_data_source_reads_default_array_record(tmp_path):
   data_dir = tmp_path / 'data'
   for config, gamma in (('blur', 1.0), ('blur_gamma', 2.2)):
     test = tfds.data_source(
-        f'gopro/{config}', split='test', data_dir=data_dir,
-        download_and_prepare_kwargs={
-            'download_config': _download_config(manual_dir)})
+      f'gopro/{config}',
+      split='test',
+      data_dir=data_dir,
+      download_and_prepare_kwargs={
+        'download_config': _download_config(manual_dir)
+      },
+    )
     builder = tfds.builder(f'gopro/{config}', data_dir=data_dir)
     assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
     assert list(builder.data_path.glob('gopro-test.array_record*'))
@@ -69,20 +80,26 @@ def test_data_source_reads_default_array_record(tmp_path):
     for example in test:
       sharp = make_dummy_data.sharp_image(example['id'].decode())
       np.testing.assert_array_equal(example['sharp'], sharp)
-      np.testing.assert_array_equal(example['blur'],
-                                    make_dummy_data.blur_image(sharp, gamma))
+      np.testing.assert_array_equal(
+        example['blur'], make_dummy_data.blur_image(sharp, gamma)
+      )
   train = tfds.data_source('gopro', split='train', data_dir=data_dir)
   assert _ids(train) == _ORIGINAL_IDS['train']
 
 
 def test_flat_layout_ids(tmp_path):
   tfds.builder('gopro', data_dir=tmp_path).download_and_prepare(
-      download_config=_download_config(_DUMMY / 'flat'))
-  assert _ids(tfds.data_source('gopro', split='train', data_dir=tmp_path)) == (
-      _ORIGINAL_IDS['train'])
+    download_config=_download_config(_DUMMY / 'flat')
+  )
+  assert (
+    _ids(tfds.data_source('gopro', split='train', data_dir=tmp_path))
+    == (_ORIGINAL_IDS['train'])
+  )
   # A name without `-<frame>` gives the file stem.
   assert _ids(tfds.data_source('gopro', split='test', data_dir=tmp_path)) == [
-      'GOPR0003_00_00/000001', 'GOPR0003_00_00_000002']
+    'GOPR0003_00_00/000001',
+    'GOPR0003_00_00_000002',
+  ]
 
 
 def _original_png(example_id, folder):
@@ -98,21 +115,29 @@ def test_tfds_load_reads_array_record(tmp_path):
   """`tfds.load` prepares as ArrayRecord, then reads it as a tf.data.Dataset."""
   dl_kwargs = {'download_config': _download_config(_DUMMY / 'original')}
   for split, ids in _ORIGINAL_IDS.items():
-    ds = tfds.load('gopro', split=split, data_dir=tmp_path,
-                   download_and_prepare_kwargs=dl_kwargs)
+    ds = tfds.load(
+      'gopro',
+      split=split,
+      data_dir=tmp_path,
+      download_and_prepare_kwargs=dl_kwargs,
+    )
     assert ds.cardinality() == len(ids)
     examples = list(tfds.as_numpy(ds))
     assert sorted(e['id'].decode() for e in examples) == ids
     for example in examples:
       example_id = example['id'].decode()
       assert example['blur'].shape == example['sharp'].shape == (16, 24, 3)
-      np.testing.assert_array_equal(example['blur'],
-                                    _original_png(example_id, 'blur'))
-      np.testing.assert_array_equal(example['sharp'],
-                                    _original_png(example_id, 'sharp'))
-    pairs = list(tfds.as_numpy(tfds.load('gopro', split=split,
-                                         data_dir=tmp_path,
-                                         as_supervised=True)))
+      np.testing.assert_array_equal(
+        example['blur'], _original_png(example_id, 'blur')
+      )
+      np.testing.assert_array_equal(
+        example['sharp'], _original_png(example_id, 'sharp')
+      )
+    pairs = list(
+      tfds.as_numpy(
+        tfds.load('gopro', split=split, data_dir=tmp_path, as_supervised=True)
+      )
+    )
     assert len(pairs) == len(ids)
     for (blur, sharp), example in zip(pairs, examples):
       np.testing.assert_array_equal(blur, example['blur'])
@@ -128,10 +153,16 @@ def test_tfds_load_reads_array_record(tmp_path):
 
 def test_tfds_load_tfrecord(tmp_path):
   """TFRecord, when asked for, is read by TFDS's own reader."""
-  ds = tfds.load('gopro', split='train', data_dir=tmp_path, as_supervised=True,
-                 builder_kwargs={'file_format': 'tfrecord'},
-                 download_and_prepare_kwargs={'download_config': (
-                     _download_config(_DUMMY / 'original'))})
+  ds = tfds.load(
+    'gopro',
+    split='train',
+    data_dir=tmp_path,
+    as_supervised=True,
+    builder_kwargs={'file_format': 'tfrecord'},
+    download_and_prepare_kwargs={
+      'download_config': (_download_config(_DUMMY / 'original'))
+    },
+  )
   pairs = list(tfds.as_numpy(ds))
   assert len(pairs) == 3
   assert all(b.shape == s.shape == (16, 24, 3) for b, s in pairs)
@@ -154,29 +185,44 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     args, cwd = [str(_REPO / 'tfds_gopro' / 'gopro')], tmp_path
     configs, manual_dir = ['blur', 'blur_gamma'], _DUMMY / 'original'
   result = subprocess.run(
-      [_TFDS, 'build', *args, f'--manual_dir={manual_dir}',
-       f'--data_dir={tmp_path}'],
-      cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    [
+      _TFDS,
+      'build',
+      *args,
+      f'--manual_dir={manual_dir}',
+      f'--data_dir={tmp_path}',
+    ],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
   for config in configs:
     builder = tfds.builder(f'gopro/{config}', data_dir=tmp_path)
     assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
-    source = tfds.data_source(f'gopro/{config}', split='train',
-                              data_dir=tmp_path)
+    source = tfds.data_source(
+      f'gopro/{config}', split='train', data_dir=tmp_path
+    )
     assert _ids(source) == _ORIGINAL_IDS['train']
     ds = tfds.load(f'gopro/{config}', split='train', data_dir=tmp_path)
     assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
   if from_repo_root:
     assert 'Skipped gopro/blur_gamma/1.0.0: manual_dir' in (
-        result.stdout + result.stderr)
+      result.stdout + result.stderr
+    )
     assert not tfds.builder('gopro/blur_gamma', data_dir=tmp_path).is_prepared()
     assert sorted(p.name for p in (tmp_path / 'gopro').iterdir()) == [
-        '.config', 'blur']
+      '.config',
+      'blur',
+    ]
 
 
 def _tree(root):
-  return sorted(str(p.relative_to(root)) for p in root.rglob('*')
-                if p.is_file())
+  return sorted(
+    str(p.relative_to(root)) for p in root.rglob('*') if p.is_file()
+  )
 
 
 def test_dummy_data_matches_generator(tmp_path):
@@ -186,5 +232,6 @@ def test_dummy_data_matches_generator(tmp_path):
   assert _tree(tmp_path) == _tree(_DUMMY)
   for name in _tree(tmp_path):
     if name.endswith('.png'):
-      np.testing.assert_array_equal(Image.open(tmp_path / name),
-                                    Image.open(_DUMMY / name), err_msg=name)
+      np.testing.assert_array_equal(
+        Image.open(tmp_path / name), Image.open(_DUMMY / name), err_msg=name
+      )

@@ -31,8 +31,11 @@ def _build_fails(tmp_path, config='blur') -> str:
   data_dir = tmp_path / 'data'
   builder = tfds.builder(f'gopro/{config}', data_dir=data_dir)
   with pytest.raises(paired.DatasetLayoutError) as error:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / 'manual')))
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / 'manual')
+      )
+    )
   reopened = tfds.builder(f'gopro/{config}', data_dir=data_dir)
   assert not reopened.is_prepared()
   assert not reopened.data_path.exists()
@@ -84,8 +87,9 @@ def test_corrupt_file(tmp_path, original, content):
   assert f'{bad}: cannot be decoded' in message
 
 
-def test_all_problems_are_listed_and_nothing_generated(tmp_path, original,
-                                                       monkeypatch):
+def test_all_problems_are_listed_and_nothing_generated(
+  tmp_path, original, monkeypatch
+):
   generated = []
   original_generate = gopro_dataset_builder.Builder._generate_examples
 
@@ -95,8 +99,10 @@ def test_all_problems_are_listed_and_nothing_generated(tmp_path, original,
       yield key, example
 
   monkeypatch.setattr(gopro_dataset_builder.Builder, '_generate_examples', spy)
-  bad = [original / _SCENE / 'sharp' / '000001.png',
-         original / 'test' / 'GOPR0003_00_00' / 'blur' / '000002.png']
+  bad = [
+    original / _SCENE / 'sharp' / '000001.png',
+    original / 'test' / 'GOPR0003_00_00' / 'blur' / '000002.png',
+  ]
   for path in bad:
     path.write_bytes(b'garbage')
   message = _build_fails(tmp_path)
@@ -125,8 +131,9 @@ def test_shape_mismatch(tmp_path, flat):
 
 def test_unknown_layout(tmp_path):
   manual = tmp_path / 'manual'
-  make_dummy_data.write_png(manual / 'images' / 'a.png',
-                            make_dummy_data.sharp_image('a'))
+  make_dummy_data.write_png(
+    manual / 'images' / 'a.png', make_dummy_data.sharp_image('a')
+  )
   (manual / 'readme.txt').write_text('hello')
   message = _build_fails(tmp_path)
   assert f'{manual}, matches no known layout' in message
@@ -155,11 +162,13 @@ def test_blur_gamma_is_skipped_on_the_flat_layout(tmp_path, flat, caplog):
   data_dir = tmp_path / 'data'
   config = tfds.download.DownloadConfig(manual_dir=str(flat))
   tfds.builder('gopro/blur_gamma', data_dir=data_dir).download_and_prepare(
-      download_config=config)
+    download_config=config
+  )
   assert 'Skipped gopro/blur_gamma/1.0.0' in caplog.text
   assert f'manual_dir {flat} holds the flattened layout' in caplog.text
   assert not tfds.builder('gopro/blur_gamma', data_dir=data_dir).is_prepared()
   assert not data_dir.exists() or not list(data_dir.rglob('*'))
   tfds.builder('gopro/blur', data_dir=data_dir).download_and_prepare(
-      download_config=config)
+    download_config=config
+  )
   assert tfds.builder('gopro/blur', data_dir=data_dir).is_prepared()

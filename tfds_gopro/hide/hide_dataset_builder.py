@@ -27,15 +27,17 @@ def _flat_root(manual_dir: epath.Path) -> epath.Path | None:
 
 
 _ORIGINAL = paired.Layout(
-    name='original HIDE_dataset tree',
-    pattern=('[HIDE_dataset/]{GT,train,test/test-close-ups,'
-             'test/test-long-shot}/*.png (+ train.txt, test.txt)'),
-    find_root=_original_root,
+  name='original HIDE_dataset tree',
+  pattern=(
+    '[HIDE_dataset/]{GT,train,test/test-close-ups,'
+    'test/test-long-shot}/*.png (+ train.txt, test.txt)'
+  ),
+  find_root=_original_root,
 )
 _FLAT = paired.Layout(
-    name='flattened layout (MPRNet/Restormer/FCN copy)',
-    pattern='test/{input,target}/*.png (+ optional train/{input,target})',
-    find_root=_flat_root,
+  name='flattened layout (MPRNet/Restormer/FCN copy)',
+  pattern='test/{input,target}/*.png (+ optional train/{input,target})',
+  find_root=_flat_root,
 )
 
 
@@ -49,9 +51,9 @@ def _group_id(blur: epath.Path) -> str:
 
 
 def _check_listing(
-    listing: epath.Path,
-    blur_dirs: list[epath.Path],
-    problems: list[str],
+  listing: epath.Path,
+  blur_dirs: list[epath.Path],
+  problems: list[str],
 ) -> None:
   """Checks that the images named in `listing` (train.txt, ...) are present."""
   if not listing.is_file():
@@ -69,8 +71,12 @@ def _check_listing(
   for name in sorted(listed - found):
     problems.append(f'{listing}: lists {name}, which is missing from {folders}')
   if found - listed:
-    logging.warning('%d images of %s are not listed in %s; using them too.',
-                    len(found - listed), folders, listing)
+    logging.warning(
+      '%d images of %s are not listed in %s; using them too.',
+      len(found - listed),
+      folders,
+      listing,
+    )
 
 
 class Builder(paired.PairedImageBuilder):
@@ -79,12 +85,13 @@ class Builder(paired.PairedImageBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   DESCRIPTION = (
-      'HIDE (Human-aware Image DEblurring): blurred frames made by averaging '
-      'consecutive frames of 240 fps videos with humans in them, each with a '
-      'sharp frame. The test split (2025 pairs of 1280x720 RGB images) has '
-      'close-ups and long shots; `id` is `test-close-ups/<stem>` or '
-      '`test-long-shot/<stem>` (just the stem for the train split and for the '
-      'flattened layout).')
+    'HIDE (Human-aware Image DEblurring): blurred frames made by averaging '
+    'consecutive frames of 240 fps videos with humans in them, each with a '
+    'sharp frame. The test split (2025 pairs of 1280x720 RGB images) has '
+    'close-ups and long shots; `id` is `test-close-ups/<stem>` or '
+    '`test-long-shot/<stem>` (just the stem for the train split and for the '
+    'flattened layout).'
+  )
   HOMEPAGE = 'https://github.com/joanshen0508/HA_deblur'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Put one of the two layouts of HIDE in manual_dir:
@@ -96,31 +103,33 @@ class Builder(paired.PairedImageBuilder):
     manual_dir/test/{input,target}/*.png (and train/{input,target} if any).
   """
 
-  def _find_pairs(
-      self, manual_dir: epath.Path
-  ) -> dict[str, list[paired.Pair]]:
-    layout, root = paired.detect_layout(manual_dir, (_ORIGINAL, _FLAT),
-                                        self.name)
+  def _find_pairs(self, manual_dir: epath.Path) -> dict[str, list[paired.Pair]]:
+    layout, root = paired.detect_layout(
+      manual_dir, (_ORIGINAL, _FLAT), self.name
+    )
     problems = []
     splits = {}
     if layout is _FLAT:
       for split in ('train', 'test'):
         if split == 'test' or (root / split).is_dir():
           splits[split] = paired.match_folders(
-              root / split / 'input', root / split / 'target', _stem_id,
-              problems)
+            root / split / 'input', root / split / 'target', _stem_id, problems
+          )
     else:
       # Sharp images of both splits are in GT/, under the blurred file's name.
       gt = root / 'GT'
       if (root / 'train').is_dir():
         splits['train'] = paired.match_folders(
-            root / 'train', gt, _stem_id, problems, sharp_needs_blur=False)
+          root / 'train', gt, _stem_id, problems, sharp_needs_blur=False
+        )
         _check_listing(root / 'train.txt', [root / 'train'], problems)
       groups = [root / 'test' / group for group in _TEST_GROUPS]
       splits['test'] = [
-          pair for group in groups  # pylint: disable=g-complex-comprehension
-          for pair in paired.match_folders(
-              group, gt, _group_id, problems, sharp_needs_blur=False)
+        pair
+        for group in groups  # pylint: disable=g-complex-comprehension
+        for pair in paired.match_folders(
+          group, gt, _group_id, problems, sharp_needs_blur=False
+        )
       ]
       _check_listing(root / 'test.txt', groups, problems)
     paired.raise_if_problems(problems, f'in the {layout.name} at {root}')

@@ -16,8 +16,11 @@ from tfds_gopro.hide import hide_dataset_builder
 _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 _TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
-_TEST_IDS = ['test-close-ups/1fromGOPR1001', 'test-close-ups/2fromGOPR1001',
-             'test-long-shot/1fromGOPR2001']
+_TEST_IDS = [
+  'test-close-ups/1fromGOPR1001',
+  'test-close-ups/2fromGOPR1001',
+  'test-long-shot/1fromGOPR2001',
+]
 
 
 class HideOriginalTest(tfds.testing.DatasetBuilderTestCase):
@@ -39,8 +42,12 @@ class HideFlatTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'test': 2}
 
   def _make_builder(self, config=None):
-    return self.dataset_class(data_dir=self.tmp_dir, config=config,
-                              version=self.VERSION, file_format='tfrecord')
+    return self.dataset_class(
+      data_dir=self.tmp_dir,
+      config=config,
+      version=self.VERSION,
+      file_format='tfrecord',
+    )
 
 
 def _ids(source):
@@ -53,50 +60,75 @@ def test_data_source_reads_default_array_record(tmp_path):
   make_dummy_data.write_hide_original(manual_dir)
   data_dir = tmp_path / 'data'
   test = tfds.data_source(
-      'hide', split='test', data_dir=data_dir,
-      download_and_prepare_kwargs={'download_config': (
-          tfds.download.DownloadConfig(manual_dir=str(manual_dir)))})
+    'hide',
+    split='test',
+    data_dir=data_dir,
+    download_and_prepare_kwargs={
+      'download_config': (
+        tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+      )
+    },
+  )
   builder = tfds.builder('hide', data_dir=data_dir)
   assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
   assert _ids(test) == _TEST_IDS
   for example in test:
     sharp = make_dummy_data.sharp_image(example['id'].decode().split('/')[-1])
     np.testing.assert_array_equal(example['sharp'], sharp)
-    np.testing.assert_array_equal(example['blur'],
-                                  make_dummy_data.blur_image(sharp))
+    np.testing.assert_array_equal(
+      example['blur'], make_dummy_data.blur_image(sharp)
+    )
   train = tfds.data_source('hide', split='train', data_dir=data_dir)
   assert _ids(train) == ['1fromGOPR0001', '2fromGOPR0001']
 
 
 def test_flat_layout_ids(tmp_path):
   builder = tfds.builder('hide', data_dir=tmp_path)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(_DUMMY / 'flat')))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=str(_DUMMY / 'flat')
+    )
+  )
   assert list(builder.info.splits) == ['test']
   assert _ids(tfds.data_source('hide', split='test', data_dir=tmp_path)) == [
-      '1fromGOPR1001', '1fromGOPR2001']
+    '1fromGOPR1001',
+    '1fromGOPR2001',
+  ]
 
 
 def test_tfds_load(tmp_path):
   """`tfds.load` prepares as ArrayRecord and reads it; TFRecord too."""
-  dl_kwargs = {'download_config': tfds.download.DownloadConfig(
-      manual_dir=str(_DUMMY / 'original'))}
-  ds = tfds.load('hide', split='test', data_dir=tmp_path / 'array_record',
-                 download_and_prepare_kwargs=dl_kwargs)
+  dl_kwargs = {
+    'download_config': tfds.download.DownloadConfig(
+      manual_dir=str(_DUMMY / 'original')
+    )
+  }
+  ds = tfds.load(
+    'hide',
+    split='test',
+    data_dir=tmp_path / 'array_record',
+    download_and_prepare_kwargs=dl_kwargs,
+  )
   examples = list(tfds.as_numpy(ds))
   assert sorted(e['id'].decode() for e in examples) == _TEST_IDS
   original = _DUMMY / 'original' / 'HIDE_dataset'
   for example in examples:
     group, stem = example['id'].decode().split('/')
     np.testing.assert_array_equal(
-        example['blur'], Image.open(original / 'test' / group / f'{stem}.png'))
-    np.testing.assert_array_equal(example['sharp'],
-                                  Image.open(original / 'GT' / f'{stem}.png'))
+      example['blur'], Image.open(original / 'test' / group / f'{stem}.png')
+    )
+    np.testing.assert_array_equal(
+      example['sharp'], Image.open(original / 'GT' / f'{stem}.png')
+    )
   for file_format in ('array_record', 'tfrecord'):
-    ds = tfds.load('hide', split='test', data_dir=tmp_path / file_format,
-                   as_supervised=True,
-                   builder_kwargs={'file_format': file_format},
-                   download_and_prepare_kwargs=dl_kwargs)
+    ds = tfds.load(
+      'hide',
+      split='test',
+      data_dir=tmp_path / file_format,
+      as_supervised=True,
+      builder_kwargs={'file_format': file_format},
+      download_and_prepare_kwargs=dl_kwargs,
+    )
     pairs = list(tfds.as_numpy(ds))
     assert len(pairs) == 3
     assert all(b.shape == s.shape == (16, 24, 3) for b, s in pairs)
@@ -114,9 +146,19 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     path, cwd, layout = str(_REPO / 'tfds_gopro' / 'hide'), tmp_path, 'original'
     ids = _TEST_IDS
   result = subprocess.run(
-      [_TFDS, 'build', path, f'--manual_dir={_DUMMY / layout}',
-       f'--data_dir={tmp_path}'],
-      cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    [
+      _TFDS,
+      'build',
+      path,
+      f'--manual_dir={_DUMMY / layout}',
+      f'--data_dir={tmp_path}',
+    ],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
   source = tfds.data_source('hide', split='test', data_dir=tmp_path)
   assert _ids(source) == ids
@@ -125,8 +167,9 @@ def test_tfds_build_command(tmp_path, from_repo_root):
 
 
 def _tree(root):
-  return sorted(str(p.relative_to(root)) for p in root.rglob('*')
-                if p.is_file())
+  return sorted(
+    str(p.relative_to(root)) for p in root.rglob('*') if p.is_file()
+  )
 
 
 def test_dummy_data_matches_generator(tmp_path):
@@ -136,7 +179,8 @@ def test_dummy_data_matches_generator(tmp_path):
   assert _tree(tmp_path) == _tree(_DUMMY)
   for name in _tree(tmp_path):
     if name.endswith('.png'):
-      np.testing.assert_array_equal(Image.open(tmp_path / name),
-                                    Image.open(_DUMMY / name), err_msg=name)
+      np.testing.assert_array_equal(
+        Image.open(tmp_path / name), Image.open(_DUMMY / name), err_msg=name
+      )
     else:
       assert (tmp_path / name).read_text() == (_DUMMY / name).read_text()

@@ -30,8 +30,10 @@ def _build_fails(tmp_path) -> str:
   data_dir = tmp_path / 'data'
   with pytest.raises(paired.DatasetLayoutError) as error:
     tfds.builder('hide', data_dir=data_dir).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(tmp_path / 'manual')))
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / 'manual')
+      )
+    )
   reopened = tfds.builder('hide', data_dir=data_dir)
   assert not reopened.is_prepared()
   assert not reopened.data_path.exists()
@@ -42,8 +44,10 @@ def _build_fails(tmp_path) -> str:
 def test_missing_gt_partner(tmp_path, original):
   (original / 'GT' / _CLOSE_UP.name).unlink()
   message = _build_fails(tmp_path)
-  assert (f'{original / _CLOSE_UP}: missing sharp partner '
-          f'(expected {original / "GT" / _CLOSE_UP.name})') in message
+  assert (
+    f'{original / _CLOSE_UP}: missing sharp partner '
+    f'(expected {original / "GT" / _CLOSE_UP.name})'
+  ) in message
 
 
 def test_missing_partner_flat(tmp_path, flat):
@@ -76,8 +80,9 @@ def test_not_three_channels(tmp_path, flat):
   bad = flat / 'test' / 'input' / '1fromGOPR1001.png'
   make_dummy_data.write_png(bad, np.full((16, 24, 4), 7, np.uint8))
   message = _build_fails(tmp_path)
-  assert (f'{bad}: expected an 8-bit RGB image (3 channels), '
-          "got PIL mode 'RGBA'") in message
+  assert (
+    f'{bad}: expected an 8-bit RGB image (3 channels), got PIL mode \'RGBA\''
+  ) in message
 
 
 def test_shape_mismatch(tmp_path, original):

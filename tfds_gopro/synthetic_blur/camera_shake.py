@@ -28,6 +28,7 @@ from scipy import ndimage
 
 class ShakeConfig(Protocol):
   """What `simulate_pair` reads (the fields of `SyntheticBlurConfig`)."""
+
   crop_height: int
   crop_width: int
   min_frames: int
@@ -43,8 +44,11 @@ def load_skimage_photo(name: str) -> np.ndarray:
   """Returns a scikit-image bundled photograph as uint8 RGB."""
   from skimage import data  # pylint: disable=g-import-not-at-top
 
-  photo = data.stereo_motorcycle()[0] if name == 'motorcycle' else getattr(
-      data, name)()
+  photo = (
+    data.stereo_motorcycle()[0]
+    if name == 'motorcycle'
+    else getattr(data, name)()
+  )
   return as_rgb8(photo)
 
 
@@ -85,12 +89,11 @@ def srgb_to_linear(x: np.ndarray) -> np.ndarray:
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
   """Linear light in [0, 1] -> sRGB values (IEC 61966-2-1)."""
   x = np.clip(x, 0.0, 1.0)
-  return np.where(
-      x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
+  return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
 
 
 def camera_path(
-    rng: np.random.Generator, num_frames: int, length: float, roll: float
+  rng: np.random.Generator, num_frames: int, length: float, roll: float
 ) -> tuple[np.ndarray, np.ndarray]:
   """Smooth random camera path, relative to its middle frame.
 
@@ -114,8 +117,12 @@ def camera_path(
 
   def bezier(t):
     t = t[:, None]
-    return ((1 - t) ** 3 * control[0] + 3 * (1 - t) ** 2 * t * control[1] +
-            3 * (1 - t) * t ** 2 * control[2] + t ** 3 * control[3])
+    return (
+      (1 - t) ** 3 * control[0]
+      + 3 * (1 - t) ** 2 * t * control[1]
+      + 3 * (1 - t) * t**2 * control[2]
+      + t**3 * control[3]
+    )
 
   dense = bezier(np.linspace(0, 1, 257))
   arc = np.linalg.norm(np.diff(dense, axis=0), axis=1).sum()
@@ -127,7 +134,7 @@ def camera_path(
 
 
 def simulate_pair(
-    photo: np.ndarray, cfg: ShakeConfig, rng: np.random.Generator
+  photo: np.ndarray, cfg: ShakeConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
   """Cuts one (blur, sharp) uint8 pair of the config's crop size from `photo`.
 
@@ -154,21 +161,24 @@ def simulate_pair(
   for _ in range(8):
     y0 = int(rng.integers(margin_y, photo.shape[0] - h - margin_y + 1))
     x0 = int(rng.integers(margin_x, photo.shape[1] - w - margin_x + 1))
-    std = float(photo[y0:y0 + h, x0:x0 + w].mean(axis=-1).std()) / 255
+    std = float(photo[y0 : y0 + h, x0 : x0 + w].mean(axis=-1).std()) / 255
     if std > best_std:
       best, best_std = (y0, x0), std
     if std >= 0.05:
       break
   y0, x0 = best
-  sharp = photo[y0:y0 + h, x0:x0 + w].copy()
+  sharp = photo[y0 : y0 + h, x0 : x0 + w].copy()
 
   # Average the frames in linear light. Only the region the path can reach
   # is converted; sampling outside the photo mirrors it.
   ry0, rx0 = max(y0 - margin_y, 0), max(x0 - margin_x, 0)
-  region = photo[ry0:y0 + h + margin_y, rx0:x0 + w + margin_x]
+  region = photo[ry0 : y0 + h + margin_y, rx0 : x0 + w + margin_x]
   linear = srgb_to_linear(region.astype(np.float64) / 255)
-  yy, xx = np.meshgrid(np.arange(h, dtype=np.float64),
-                       np.arange(w, dtype=np.float64), indexing='ij')
+  yy, xx = np.meshgrid(
+    np.arange(h, dtype=np.float64),
+    np.arange(w, dtype=np.float64),
+    indexing='ij',
+  )
   cy, cx = (h - 1) / 2, (w - 1) / 2
   total = np.zeros((h, w, 3))
   for (dy, dx), theta in zip(shifts, angles):
@@ -177,14 +187,16 @@ def simulate_pair(
     sx = sin * (yy - cy) + cos * (xx - cx) + cx + dx + (x0 - rx0)
     for c in range(3):
       total[..., c] += ndimage.map_coordinates(
-          linear[..., c], [sy, sx], order=1, mode='mirror')
+        linear[..., c], [sy, sx], order=1, mode='mirror'
+      )
   mean = total / num_frames
 
   # Sensor noise: shot noise in linear light, read noise after the sRGB curve.
   k = rng.uniform(0.0, cfg.shot_noise)
   if k > 0:
     mean = mean + k * np.sqrt(np.maximum(mean, 0)) * rng.standard_normal(
-        mean.shape)
+      mean.shape
+    )
   srgb = linear_to_srgb(mean) * 255
   if cfg.read_noise > 0:
     srgb = srgb + cfg.read_noise * rng.standard_normal(srgb.shape)
@@ -193,7 +205,7 @@ def simulate_pair(
 
 
 def procedural_photo(
-    rng: np.random.Generator, height: int, width: int
+  rng: np.random.Generator, height: int, width: int
 ) -> np.ndarray:
   """A random uint8 RGB 'photo' (shapes, edges, texture) for tests and demos."""
   yy, xx = np.mgrid[0:height, 0:width] / max(height, width)

@@ -11,13 +11,22 @@ DUMMY = epath.Path(__file__).parent / 'dummy_data'
 
 
 def test_no_motion_no_noise_gives_the_sharp_image():
-  cfg = types.SimpleNamespace(crop_height=32, crop_width=48, min_frames=7,
-                              max_frames=13, min_blur=0.0, max_blur=0.0,
-                              max_rotation=0.0, shot_noise=0.0, read_noise=0.0)
+  cfg = types.SimpleNamespace(
+    crop_height=32,
+    crop_width=48,
+    min_frames=7,
+    max_frames=13,
+    min_blur=0.0,
+    max_blur=0.0,
+    max_rotation=0.0,
+    shot_noise=0.0,
+    read_noise=0.0,
+  )
   photo = camera_shake.load_photo((DUMMY / 'photo0.png').read_bytes())
   for i in range(4):
-    blur, sharp = camera_shake.simulate_pair(photo, cfg,
-                                             np.random.default_rng(i))
+    blur, sharp = camera_shake.simulate_pair(
+      photo, cfg, np.random.default_rng(i)
+    )
     np.testing.assert_array_equal(blur, sharp)
 
 

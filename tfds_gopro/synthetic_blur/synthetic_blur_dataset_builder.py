@@ -25,9 +25,18 @@ from tfds_gopro.synthetic_blur import camera_shake
 # images (colorwheel, logo, ...), scans, and `clock` (already motion blurred)
 # are left out; gray photos are repeated over the three channels.
 SKIMAGE_TRAIN = (
-    'astronaut', 'chelsea', 'immunohistochemistry', 'hubble_deep_field',
-    'retina', 'motorcycle', 'camera', 'moon', 'brick', 'grass', 'gravel',
-    'text',
+  'astronaut',
+  'chelsea',
+  'immunohistochemistry',
+  'hubble_deep_field',
+  'retina',
+  'motorcycle',
+  'camera',
+  'moon',
+  'brick',
+  'grass',
+  'gravel',
+  'text',
 )
 SKIMAGE_TEST = ('coffee', 'rocket', 'coins')
 
@@ -78,8 +87,8 @@ class SyntheticBlurConfig(tfds.core.BuilderConfig):
   def __post_init__(self):
     if self.crop_height % 8 or self.crop_width % 8:
       raise ValueError(
-          f'Crop size {self.crop_height}x{self.crop_width} must be a multiple'
-          ' of 8.'
+        f'Crop size {self.crop_height}x{self.crop_width} must be a multiple'
+        ' of 8.'
       )
     if not 1 <= self.min_frames <= self.max_frames:
       raise ValueError('Need 1 <= min_frames <= max_frames.')
@@ -89,50 +98,60 @@ class SyntheticBlurConfig(tfds.core.BuilderConfig):
       raise ValueError('crops_per_photo must be positive.')
 
 
-class Builder(array_record_dataset.ArrayRecordDatasetMixin,
-              tfds.core.GeneratorBasedBuilder):
+class Builder(
+  array_record_dataset.ArrayRecordDatasetMixin, tfds.core.GeneratorBasedBuilder
+):
   """Blurry/sharp pairs simulated from sharp photos the way GoPro was made."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [
-      SyntheticBlurConfig(
-          name='skimage',
-          description=(
-              'Photographs bundled with scikit-image; 128x128 crops, 24 per'
-              ' photo.'
-          ),
+    SyntheticBlurConfig(
+      name='skimage',
+      description=(
+        'Photographs bundled with scikit-image; 128x128 crops, 24 per photo.'
       ),
-      SyntheticBlurConfig(
-          name='mild',
-          description=(
-              'The same photographs and split, 128x128 crops, milder shake '
-              '(2 to 6 pixel paths): what configs/demo.py learns on a CPU.'
-          ),
-          min_blur=2.0, max_blur=6.0,
+    ),
+    SyntheticBlurConfig(
+      name='mild',
+      description=(
+        'The same photographs and split, 128x128 crops, milder shake '
+        '(2 to 6 pixel paths): what configs/demo.py learns on a CPU.'
       ),
-      SyntheticBlurConfig(
-          name='skimage_large',
-          description=(
-              'The same photographs and split, two 256x384 crops each: '
-              'full-size evaluation of models trained on small crops.'
-          ),
-          crop_height=256, crop_width=384, crops_per_photo=2,
+      min_blur=2.0,
+      max_blur=6.0,
+    ),
+    SyntheticBlurConfig(
+      name='skimage_large',
+      description=(
+        'The same photographs and split, two 256x384 crops each: '
+        'full-size evaluation of models trained on small crops.'
       ),
-      SyntheticBlurConfig(
-          name='tiny',
-          description=(
-              'The same photographs, two 32x48 crops each: a dataset for'
-              ' tests and configs/tiny.py that builds in seconds.'
-          ),
-          crop_height=32, crop_width=48, crops_per_photo=2, max_side=192,
-          min_blur=2.0, max_blur=6.0,
+      crop_height=256,
+      crop_width=384,
+      crops_per_photo=2,
+    ),
+    SyntheticBlurConfig(
+      name='tiny',
+      description=(
+        'The same photographs, two 32x48 crops each: a dataset for'
+        ' tests and configs/tiny.py that builds in seconds.'
       ),
+      crop_height=32,
+      crop_width=48,
+      crops_per_photo=2,
+      max_side=192,
+      min_blur=2.0,
+      max_blur=6.0,
+    ),
   ]
 
   def __init__(
-      self, *, file_format: str | tfds.core.FileFormat | None = None,
-      **kwargs: Any):
+    self,
+    *,
+    file_format: str | tfds.core.FileFormat | None = None,
+    **kwargs: Any,
+  ):
     super().__init__(file_format=file_format, **kwargs)
     if file_format is None and not self.info.initialized:
       # Not prepared yet and no format asked for: write ArrayRecord, which
@@ -143,13 +162,15 @@ class Builder(array_record_dataset.ArrayRecordDatasetMixin,
   def _info(self) -> tfds.core.DatasetInfo:
     image = tfds.features.Image(shape=(None, None, 3), encoding_format='png')
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'blur': image,
-            'sharp': image,
-            'id': tfds.features.Text(),
-        }),
-        supervised_keys=('blur', 'sharp'),
-        homepage='https://seungjunnah.github.io/Datasets/gopro',
+      features=tfds.features.FeaturesDict(
+        {
+          'blur': image,
+          'sharp': image,
+          'id': tfds.features.Text(),
+        }
+      ),
+      supervised_keys=('blur', 'sharp'),
+      homepage='https://seungjunnah.github.io/Datasets/gopro',
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -159,11 +180,12 @@ class Builder(array_record_dataset.ArrayRecordDatasetMixin,
       splits = split_folder(epath.Path(cfg.source_dir).expanduser(), cfg)
     else:
       splits = {'train': list(SKIMAGE_TRAIN), 'test': list(SKIMAGE_TEST)}
-    return {name: self._generate_examples(srcs)
-            for name, srcs in splits.items()}
+    return {
+      name: self._generate_examples(srcs) for name, srcs in splits.items()
+    }
 
   def _generate_examples(
-      self, sources: Sequence[str | tuple[str, epath.Path]]
+    self, sources: Sequence[str | tuple[str, epath.Path]]
   ) -> Iterator[tuple[str, dict[str, Any]]]:
     cfg = self.builder_config
     used = 0
@@ -177,9 +199,15 @@ class Builder(array_record_dataset.ArrayRecordDatasetMixin,
       h, w = photo.shape[:2]
       if h < cfg.crop_height or w < cfg.crop_width:
         logging.warning(
-            'Skipping photo %s: %dx%d (after max_side=%d) is smaller than the'
-            ' %dx%d crop.', key, h, w, cfg.max_side, cfg.crop_height,
-            cfg.crop_width)
+          'Skipping photo %s: %dx%d (after max_side=%d) is smaller than the'
+          ' %dx%d crop.',
+          key,
+          h,
+          w,
+          cfg.max_side,
+          cfg.crop_height,
+          cfg.crop_width,
+        )
         continue
       used += 1
       for i in range(cfg.crops_per_photo):
@@ -189,14 +217,14 @@ class Builder(array_record_dataset.ArrayRecordDatasetMixin,
         yield example_id, {'blur': blur, 'sharp': sharp, 'id': example_id}
     if not used:
       raise ValueError(
-          f'None of the {len(sources)} photos of a split is at least'
-          f' {cfg.crop_height}x{cfg.crop_width} (after max_side='
-          f'{cfg.max_side}).'
+        f'None of the {len(sources)} photos of a split is at least'
+        f' {cfg.crop_height}x{cfg.crop_width} (after max_side='
+        f'{cfg.max_side}).'
       )
 
 
 def split_folder(
-    root: epath.Path, cfg: SyntheticBlurConfig
+  root: epath.Path, cfg: SyntheticBlurConfig
 ) -> dict[str, list[tuple[str, epath.Path]]]:
   """Lists the photos of `root` as {split: [(key, path)]}, split by photo."""
 
@@ -221,8 +249,8 @@ def split_folder(
       n_test = min(max(n_test, 1), len(everything) - 1)
     test = set(order[:n_test].tolist())
     splits = {
-        'train': [s for i, s in enumerate(everything) if i not in test],
-        'test': [s for i, s in enumerate(everything) if i in test],
+      'train': [s for i, s in enumerate(everything) if i not in test],
+      'test': [s for i, s in enumerate(everything) if i in test],
     }
   for name, srcs in splits.items():
     if not srcs:

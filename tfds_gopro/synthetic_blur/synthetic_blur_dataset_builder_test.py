@@ -22,8 +22,14 @@ DUMMY = HERE / 'dummy_data'
 
 def _dummy_config(name: str = 'dummy', **kwargs) -> sb.SyntheticBlurConfig:
   """5 photos of 48x64 -> 3 train, 2 test; 2 crops of 32x48 each."""
-  fields = dict(source_dir=str(DUMMY), crop_height=32, crop_width=48,
-                crops_per_photo=2, test_fraction=0.4, max_blur=8.0)
+  fields = dict(
+    source_dir=str(DUMMY),
+    crop_height=32,
+    crop_width=48,
+    crops_per_photo=2,
+    test_fraction=0.4,
+    max_blur=8.0,
+  )
   fields.update(kwargs)
   return sb.SyntheticBlurConfig(name=name, **fields)
 
@@ -36,8 +42,12 @@ class SyntheticBlurTest(tfds.testing.DatasetBuilderTestCase):
 
   def _make_builder(self, config=None):
     # The checks read with `as_dataset`, which ArrayRecord (our default) lacks.
-    return self.dataset_class(data_dir=self.tmp_dir, config=config,
-                              version=self.VERSION, file_format='tfrecord')
+    return self.dataset_class(
+      data_dir=self.tmp_dir,
+      config=config,
+      version=self.VERSION,
+      file_format='tfrecord',
+    )
 
 
 def _build(data_dir, config, **kwargs) -> sb.Builder:
@@ -63,8 +73,9 @@ def test_defaults_to_array_record(built):
 
 
 def test_explicit_file_format_is_kept(tmp_path):
-  builder = sb.Builder(data_dir=tmp_path, config=_dummy_config(),
-                       file_format='tfrecord')
+  builder = sb.Builder(
+    data_dir=tmp_path, config=_dummy_config(), file_format='tfrecord'
+  )
   assert builder.info.file_format == tfds.core.FileFormat.TFRECORD
 
 
@@ -81,8 +92,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, built):
 
 def test_splits_are_disjoint_by_photo(built):
   photos = {
-      split: {ex['id'].decode().split('/')[0] for ex in _examples(built, split)}
-      for split in ('train', 'test')
+    split: {ex['id'].decode().split('/')[0] for ex in _examples(built, split)}
+    for split in ('train', 'test')
   }
   assert len(photos['train']) == 3 and len(photos['test']) == 2
   assert not photos['train'] & photos['test']
@@ -94,19 +105,28 @@ def test_folder_with_split_subfolders_and_a_small_photo(tmp_path):
     (root / split).mkdir(parents=True)
     for name in names:
       (root / split / f'{name}.png').write_bytes(
-          (DUMMY / f'{name}.png').read_bytes())
+        (DUMMY / f'{name}.png').read_bytes()
+      )
   Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / 'train/tiny.png')
   splits = sb.split_folder(epath.Path(root), _dummy_config())
   assert [key for key, _ in splits['train']] == [
-      'train/photo0', 'train/photo1', 'train/tiny']
+    'train/photo0',
+    'train/photo1',
+    'train/tiny',
+  ]
   assert [key for key, _ in splits['test']] == ['test/photo2']
   builder = _build(tmp_path / 'data', _dummy_config(source_dir=str(root)))
   ids = [ex['id'].decode() for ex in _examples(builder, 'train')]
-  assert sorted(ids) == ['train/photo0/000', 'train/photo0/001',
-                         'train/photo1/000', 'train/photo1/001']  # No tiny.
+  assert sorted(ids) == [
+    'train/photo0/000',
+    'train/photo0/001',
+    'train/photo1/000',
+    'train/photo1/001',
+  ]  # No tiny.
   with pytest.raises(ValueError, match='None of the'):
-    _build(tmp_path / 'data2', _dummy_config(source_dir=str(root),
-                                             crop_height=56))
+    _build(
+      tmp_path / 'data2', _dummy_config(source_dir=str(root), crop_height=56)
+    )
 
 
 def _laplacian_variance(image: np.ndarray) -> float:
@@ -132,8 +152,9 @@ def test_skimage_photos_load_offline():
   cfg = sb.Builder.BUILDER_CONFIGS[0]
   assert not set(sb.SKIMAGE_TRAIN) & set(sb.SKIMAGE_TEST)
   for name in sb.SKIMAGE_TRAIN + sb.SKIMAGE_TEST:
-    photo = camera_shake.fit_photo(camera_shake.load_skimage_photo(name),
-                                  cfg.max_side)
+    photo = camera_shake.fit_photo(
+      camera_shake.load_skimage_photo(name), cfg.max_side
+    )
     assert photo.dtype == np.uint8 and photo.shape[2] == 3, name
     assert min(photo.shape[:2]) >= cfg.crop_height, name
 
@@ -143,13 +164,29 @@ def test_tfds_build_command_with_json_config(tmp_path):
   # pylint: disable-next=g-import-not-at-top
   from tensorflow_datasets.scripts.cli import main as cli
 
-  config = json.dumps({'name': 'mine', 'source_dir': str(DUMMY),
-                       'crop_height': 32, 'crop_width': 48,
-                       'crops_per_photo': 1, 'test_fraction': 0.4})
-  cli.main(cli._parse_flags([  # pylint: disable=protected-access
-      'tfds', 'build', str(HERE), f'--data_dir={tmp_path}',
-      f'--config={config}']))
-  source = tfds.data_source('synthetic_blur/mine', split='train',
-                            data_dir=tmp_path, download=False)
+  config = json.dumps(
+    {
+      'name': 'mine',
+      'source_dir': str(DUMMY),
+      'crop_height': 32,
+      'crop_width': 48,
+      'crops_per_photo': 1,
+      'test_fraction': 0.4,
+    }
+  )
+  cli.main(
+    cli._parse_flags(
+      [  # pylint: disable=protected-access
+        'tfds',
+        'build',
+        str(HERE),
+        f'--data_dir={tmp_path}',
+        f'--config={config}',
+      ]
+    )
+  )
+  source = tfds.data_source(
+    'synthetic_blur/mine', split='train', data_dir=tmp_path, download=False
+  )
   assert len(source) == 3
   assert source[0]['blur'].shape == (32, 48, 3)
