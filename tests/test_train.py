@@ -188,7 +188,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
       real(*args, **kwargs), start=kwargs.get('start_step', 0) + 1
     ):
       if step == 3:
-        batch = dict(batch, blur=np.full_like(batch['blur'], np.nan))
+        # The stream yields uint8; a float batch can carry the NaN.
+        batch = dict(
+          batch, blur=np.full(batch['blur'].shape, np.nan, np.float32)
+        )
       yield batch
 
   monkeypatch.setattr(input_pipeline, 'train_iterator', poisoned)
