@@ -278,7 +278,15 @@ def test_rerun_after_sigterm_resumes_on_every_process(killed):
 def test_kill_9_of_one_process_ends_the_other(killed):
   _, job, _, survivor, seconds = killed
   assert survivor != 0
-  assert 'JAX distributed service detected fatal errors' in job.out(0)
+  # Either the coordination service notices the missing heartbeats, or a
+  # collective with the dead peer fails first (gloo: connection reset).
+  assert any(
+    sign in job.out(0)
+    for sign in (
+      'JAX distributed service detected fatal errors',
+      'Connection reset by peer',
+    )
+  ), job.tails()
   # Detected within the heartbeat timeout; the margin is for a loaded machine.
   assert seconds < HEARTBEAT + 60, seconds
 
