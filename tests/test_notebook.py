@@ -35,7 +35,6 @@ def workdir(tmp_path_factory):
       k, model, train.create_optimizer(config), config
     )
   )(jax.random.key(0))
-  # pylint: disable-next=protected-access
   params, train_items = checkpoint.split_train_state(
     state.replace(step=state.step + STEP)
   )

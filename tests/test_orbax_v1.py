@@ -40,7 +40,6 @@ def saved(tmp_path_factory):
     )
   )(jax.random.key(0))
   state = state.replace(step=state.step + STEP)
-  # pylint: disable-next=protected-access
   params, train_items = checkpoint.split_train_state(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
