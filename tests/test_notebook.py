@@ -35,18 +35,13 @@ def workdir(tmp_path_factory):
       k, model, train.create_optimizer(config), config
     )
   )(jax.random.key(0))
-  params, train_items = checkpoint.split_train_state(
-    state.replace(step=state.step + STEP)
-  )
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save(
+  checkpoint.save_train_state(
     mngr,
-    STEP,
-    params=params,
-    train=train_items,
+    state.replace(step=state.step + STEP),
     config=config.to_dict(),
-    meta={'samples_seen': 12},
+    batch_size=config.batch_size,  # 4: samples_seen 12
   )
   mngr.wait_until_finished()
   mngr.close()
