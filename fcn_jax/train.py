@@ -30,8 +30,10 @@ import orbax.checkpoint as ocp
 from fcn_jax import checkpoint
 from fcn_jax import evaluation
 from fcn_jax import losses
+from fcn_jax import memory
 from fcn_jax import metrics
 from fcn_jax.models import FCN, compiler_options, init_params
+from fcn_jax.models.layers import REMAT_GRANULARITIES, REMAT_POLICIES
 
 STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
 
@@ -274,6 +276,19 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3'
     )
+  for field, choices in (
+    ('remat_granularity', REMAT_GRANULARITIES),
+    ('remat_policy', REMAT_POLICIES),
+  ):
+    if config.model.get(field, choices[0]) not in choices:
+      raise ConfigError(
+        f'config.model.{field}={config.model[field]!r}: use one of {choices}'
+      )
+  if config.model.precision not in (None, 'default', 'high', 'highest'):
+    raise ConfigError(
+      f'config.model.precision={config.model.precision!r}: use None,'
+      " 'default', 'high' or 'highest'"
+    )
   try:
     create_model(config).kept_stages()  # the ablation switches fit together
   except ValueError as e:
@@ -286,6 +301,10 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
+  try:
+    memory.check_memory(config, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 BEST_RULES = ('psnr', 'psnr_and_ssim')
