@@ -91,3 +91,17 @@ def test_stage_images_add_their_residual_in_float32(tiny_params):
   for o in outs[:2]:
     rounded = o.astype(jnp.bfloat16).astype(jnp.float32)
     assert not np.array_equal(np.asarray(rounded), np.asarray(o))
+
+
+def test_start_up_refuses_a_batch_that_does_not_fit():
+  from configs import tiny
+  from fcn_jax import train
+
+  config = tiny.get_config()
+  config.crop_size, config.batch_size = 16, 2
+  config.eval_image_size = (16, 16)
+  config.device_memory_bytes = 2**16  # 64 KiB: far too small
+  with pytest.raises(train.ConfigError, match=r'batch_size=2 .* needs .* GiB'):
+    train.check_config(config, 1)
+  config.device_memory_bytes = 2**34  # 16 GiB: fits
+  train.check_config(config, 1)
