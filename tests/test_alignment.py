@@ -22,6 +22,11 @@ Tolerances, and why:
   1e-5 dB and 1e-5 elsewhere).
 """
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import cv2
 import jax.numpy as jnp
 import numpy as np
@@ -222,3 +227,21 @@ def test_warp_matches_warp_perspective():
   )
   ours_mask = np.asarray(alignment.warp_mask(jnp.asarray(warp), _H, _W))
   np.testing.assert_array_equal(ours_mask, mask)
+
+
+def test_imports_without_tensorflow():
+  code = (
+    "import sys\n"
+    "sys.modules['tensorflow'] = None  # any import of it fails\n"
+    "import fcn_jax.alignment\n"
+    "print('ok')\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', code],
+    cwd=pathlib.Path(__file__).resolve().parents[1],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
+  assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
