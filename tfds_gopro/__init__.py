@@ -2,8 +2,8 @@
 
 Importing this package registers the datasets `gopro`, `hide`, `realblur` and
 `synthetic_blur` with TFDS, so that `tfds.load('gopro', data_dir=...)` finds them.
-The folders are
-also folder-style builders for the TFDS command line: `tfds build tfds_gopro/gopro`.
+The folders are also folder-style builders for the TFDS command line:
+`tfds build tfds_gopro/gopro`.
 """
 
 from tfds_gopro.gopro import gopro_dataset_builder  # noqa: F401  (registers 'gopro')
