@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Sequence
 
 from etils import epath
-import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from tfds_gopro import paired
@@ -168,19 +165,6 @@ class Builder(paired.PairedImageBuilder):
     target/ (RealBlur_R for config r); a split that is absent is not built.
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    feature_dict = dict(paired.features())
-    feature_dict['height'] = tfds.features.Scalar(dtype=np.int32)
-    feature_dict['width'] = tfds.features.Scalar(dtype=np.int32)
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=self.DESCRIPTION,
-      features=tfds.features.FeaturesDict(feature_dict),
-      supervised_keys=paired.SUPERVISED_KEYS,
-      homepage=self.HOMEPAGE,
-      citation=self.get_metadata().citation,
-    )
-
   def _find_pairs(self, manual_dir: epath.Path) -> dict[str, list[paired.Pair]]:
     config = self.builder_config.name
     original, flat = _layouts(config)
@@ -209,21 +193,3 @@ class Builder(paired.PairedImageBuilder):
         splits[split] = read_list(root, list_file, problems)
     paired.raise_if_problems(problems, f'in the {layout.name} at {root}')
     return splits
-
-  def _generate_examples(
-    self, pairs: Sequence[paired.Pair]
-  ) -> Iterator[tuple[str, dict[str, Any]]]:
-    for pair in pairs:
-      with pair.sharp.open('rb') as f, Image.open(f) as image:
-        width, height = image.size  # The header only; checked before.
-      # The files are stored as they are: the PNG bytes are not re-encoded.
-      yield (
-        pair.id,
-        {
-          'blur': pair.blur,
-          'sharp': pair.sharp,
-          'id': pair.id,
-          'height': height,
-          'width': width,
-        },
-      )
