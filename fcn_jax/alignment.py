@@ -34,9 +34,11 @@ of MPRNet's and Restormer's `evaluate_RealBlur.py` (window 11, gaussFiltSize
 5, no fallback on failure). Resampling follows OpenCV's `warpPerspective`:
 source coordinates rounded to 1/32 pixel for bilinear and bicubic
 (`INTER_TAB_SIZE`), bicubic with a = -0.75, nearest by rounding half to even.
-Where OpenCV would raise (a NaN correlation, or a step that would minimise the
-correlation), the iterations stop, the last warp is kept and `converged` is
-False.
+Where OpenCV's findTransformECC would raise (a NaN correlation, or a step
+that would minimise the correlation), and where the published script would
+therefore stop, the iterations stop, `converged` is False and the image is
+scored with the identity warp (the fallback of several forks of that script),
+so that one such image cannot turn a test set's mean into NaN.
 
 Everything is float32 and traceable: `aligned_metrics` takes `(N, H, W, 3)`
 batches (or one `(H, W, 3)` image) and is jit-compiled per shape.
@@ -392,8 +394,10 @@ def align(
     rgb_to_gray(target), rgb_to_gray(zs), iterations=iterations, eps=eps
   )
   h, w = target.shape[:2]
-  mask = warp_mask(result.warp, h, w)[..., None] * jnp.ones((1, 1, 3))
-  zr = warp_image(zs, result.warp) * mask
+  warp = jnp.where(result.converged, result.warp, jnp.eye(3))
+  result = result._replace(warp=warp)
+  mask = warp_mask(warp, h, w)[..., None] * jnp.ones((1, 1, 3))
+  zr = warp_image(zs, warp) * mask
   return zr, target * mask, mask, result
 
 
@@ -427,7 +431,8 @@ def aligned_metrics(
 
   Returns:
     psnr, ssim, valid_fraction (share of the ground truth the warped output
-    covers), warp (3x3), rho, iterations and converged, per image.
+    covers), warp (3x3, the one used: identity where not converged), rho,
+    iterations and converged, per image.
   """
   one = functools.partial(_aligned_one, iterations=iterations, eps=eps)
   if output.ndim == 3:

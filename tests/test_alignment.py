@@ -245,3 +245,19 @@ def test_imports_without_tensorflow():
     env=dict(os.environ, JAX_PLATFORMS='cpu'),
   )
   assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
+
+
+def test_where_opencv_raises_the_identity_is_used():
+  """Noise against a photo: findTransformECC raises at its first step; here
+  `converged` is False and the image is scored unwarped."""
+  target = _photo('astronaut')
+  noise = np.random.default_rng(1).random(target.shape).astype(np.float32)
+  with pytest.raises(cv2.error, match='converge'):
+    _opencv_reference(noise, target)
+  result = alignment.aligned_metrics(jnp.asarray(noise), jnp.asarray(target))
+  assert not result['converged']
+  np.testing.assert_array_equal(np.asarray(result['warp']), np.eye(3))
+  assert float(result['valid_fraction']) == 1.0
+  zs = (np.sum(target * noise) / np.sum(noise * noise)) * noise
+  plain = 10 * np.log10(1 / np.mean((zs - target) ** 2, dtype=np.float64))
+  assert abs(float(result['psnr']) - plain) < 1e-3
