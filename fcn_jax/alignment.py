@@ -27,7 +27,10 @@ register each restored image to its ground truth. Per image, float32 in
    use_sample_covariance=False, data_range=1, full=True)` map (11x11 window,
    radius 5, reflecting border), multiplied by the mask, 5 pixels cropped on
    each side, summed per channel over the crop and divided by the mask's sum
-   there; the image's SSIM is the mean over channels.
+   there; the image's SSIM is the mean over channels. The reference is
+   skimage's SSIM in float64, as skimage 0.17.2 (the version the RealBlur
+   authors pin) computes it for float32 images; skimage >= 0.19 keeps them in
+   float32, which moves the figure by up to 4e-4 on 680x773 images.
 
 This is the variant of the RealBlur authors' `evaluation_RealBlur_ecc.py` and
 of MPRNet's and Restormer's `evaluate_RealBlur.py` (window 11, gaussFiltSize

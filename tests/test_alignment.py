@@ -124,9 +124,12 @@ def _opencv_reference(restored, target):
   zr, xr = zr * cr, target * cr
   err = np.sum((xr - zr) ** 2, dtype=np.float64) / np.sum(cr)
   psnr = 10 * np.log10(1 / err)
+  # In float64, as skimage 0.17.2 (the version the RealBlur authors pin)
+  # computes it; skimage >= 0.19 keeps float32 inputs in float32, which moves
+  # the figure by up to 4e-4 on 680x773 images.
   _, ssim_map = structural_similarity(
-    xr,
-    zr,
+    xr.astype(np.float64),
+    zr.astype(np.float64),
     channel_axis=-1,
     gaussian_weights=True,
     use_sample_covariance=False,

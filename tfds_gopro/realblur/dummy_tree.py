@@ -26,7 +26,7 @@ SCENES = (
   ('test', 'scene002', (1, 2, 10)),
 )
 _PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
-HEIGHT, WIDTH = 24, 32
+HEIGHT, WIDTH = 64, 80
 
 
 def ids(split: str) -> list[str]:
