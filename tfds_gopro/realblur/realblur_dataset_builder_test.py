@@ -1,5 +1,10 @@
 """The `realblur` builder on small trees laid out like the real one."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -72,6 +77,31 @@ def test_flattened_test_split_only(tmp_path):
   builder = _prepare(tmp_path / 'manual', tmp_path / 'data', 'j')
   assert list(builder.info.splits) == ['test']
   _check_every_pair_once(tmp_path / 'data', 'j', splits=('test',))
+
+
+def test_tfds_build_command(tmp_path):
+  """`tfds build tfds_gopro/realblur --config=j|r`, run at the repository root."""
+  dummy_tree.write_original(tmp_path / 'manual', 'j')
+  dummy_tree.write_original(tmp_path / 'manual', 'r')
+  tfds_command = os.path.join(os.path.dirname(sys.executable), 'tfds')
+  for config in ('j', 'r'):
+    result = subprocess.run(
+      [
+        tfds_command,
+        'build',
+        'tfds_gopro/realblur',
+        f'--config={config}',
+        f'--manual_dir={tmp_path / "manual"}',
+        f'--data_dir={tmp_path / "data"}',
+      ],
+      cwd=pathlib.Path(__file__).resolve().parents[2],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_every_pair_once(tmp_path / 'data', config)
 
 
 def _build_fails(tmp_path, config='j') -> str:
