@@ -59,12 +59,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluators by name (fcn_jax/evaluators/): each has its type, dataset,
   # schedule (every_steps, 0: only at the end; every_steps_late from
   # late_from_step on) and options; e.g. --config.evals.gopro.ensemble=True.
-  # Results go to workdir/eval/<dataset>/ and the eval_<dataset>_* scalars.
+  # They run in their order here; results go to workdir/eval/<dataset>/ and
+  # the eval_<dataset>_* scalars.
   config.evals = ml_collections.ConfigDict(
     dict(
       gopro=evaluators.evaluator_config('full_image', 'gopro/blur:test'),
       hide=evaluators.evaluator_config('full_image', 'hide:test'),
-    )
+    ),
+    sort_keys=False,  # run in this order
   )
   # The evaluator whose results pick the best checkpoint, by best_rule:
   # 'psnr' (higher PSNR, as the release) or 'psnr_and_ssim' (both PSNR and

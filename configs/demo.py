@@ -30,7 +30,8 @@ def get_config():
         every_steps=400,
         num_images_logged=6,  # also runs/demo/eval/<dataset>/grid.png
       )
-    )
+    ),
+    sort_keys=False,
   )
   config.best_eval = 'mild'
   config.batch_size = 8

@@ -27,7 +27,8 @@ def get_config():
         every_steps=6,
         num_images_logged=2,
       )
-    )
+    ),
+    sort_keys=False,
   )
   config.best_eval = 'tiny'
   config.batch_size = 4

@@ -241,10 +241,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3'
     )
-  try:
-    models.model_from_config(
-      config
-    ).kept_stages()  # the ablation switches fit together
+  try:  # the ablation switches fit together
+    models.model_from_config(config).kept_stages()
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
   if '://' in config.get('decoded_cache_dir', ''):

@@ -34,14 +34,12 @@ from fcn_jax.evaluators import common
 from fcn_jax.evaluators.common import format_table, register
 from fcn_jax.evaluators.full_image import FullImageEvaluator  # registers it
 
-_REGISTRY = common.REGISTRY
-
 
 def evaluator_config(
   kind: str, dataset: str, **options: Any
 ) -> ml_collections.ConfigDict:
   """A config.evals entry of type `kind`: its fields with their defaults, then `options`."""
-  fields = dict(type=kind, dataset=dataset, **_REGISTRY[kind].defaults())
+  fields = dict(type=kind, dataset=dataset, **common.REGISTRY[kind].defaults())
   fields.update(options)
   return ml_collections.ConfigDict(fields)
 
@@ -95,7 +93,8 @@ def translate_legacy(
         {
           name: evaluator_config('full_image', spec, **template)
           for name, spec in zip(names, datasets)
-        }
+        },
+        sort_keys=False,  # in the order of eval_datasets
       )
       config.best_eval = names[0] if names else None
       config.eval_datasets = None
@@ -128,12 +127,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   """
   folders = {}
   for name, options in config.evals.items():
-    if options.get('type') not in _REGISTRY:
+    if options.get('type') not in common.REGISTRY:
       raise ConfigError(
         f'config.evals.{name}.type={options.get("type")!r}: use one of '
-        f'{tuple(_REGISTRY)}'
+        f'{tuple(common.REGISTRY)}'
       )
-    error = _REGISTRY[options.type].check(name, options)
+    error = common.REGISTRY[options.type].check(name, options)
     if error:
       raise ConfigError(error)
     folder = common.folder_name(options.dataset)
@@ -161,7 +160,7 @@ def from_config(
 ) -> list:
   """The evaluators of config.evals (translated), in their order there."""
   return [
-    _REGISTRY[options.type](
+    common.REGISTRY[options.type](
       name,
       options,
       model=model,
