@@ -469,6 +469,59 @@ class BestKeeper:
     return True
 
 
+def jit_train_step(
+  config: ml_collections.ConfigDict,
+  model: FCN,
+  tx: optax.GradientTransformation,
+  run: Run,
+) -> Callable[..., tuple[TrainState, Any]]:
+  """`train_step` jitted for the run's shardings, donating the old state."""
+  return jax.jit(
+    functools.partial(
+      train_step,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=create_learning_rate_fn(config),
+    ),
+    in_shardings=(run.replicated, run.batch),
+    out_shardings=(run.replicated, run.replicated),
+    donate_argnums=(0,),
+    compiler_options=cpu.compiler_options(),
+  )
+
+
+def run_evaluations(
+  due: list,
+  state: TrainState,
+  step: int,
+  *,
+  writer: Any,
+  keeper: BestKeeper,
+  out_dir: Optional[epath.Path],
+) -> list[dict]:
+  """Runs the evaluators `due` on the state's network at `step`.
+
+  Writes each one's `eval_<dataset>_*` scalars, offers its summary to `keeper`
+  and logs the table of all; with `out_dir`, they write their files there.
+  """
+  summaries = []
+  for evaluator in due:
+    summary = dict(evaluator.run(state.params['net'], step, out_dir=out_dir))
+    writer.write_scalars(
+      step,
+      {
+        f'eval_{evaluator.folder}_{k}': v
+        for k, v in summary.items()
+        if isinstance(v, float)
+      },
+    )
+    summaries.append(summary)
+    keeper.consider(evaluator.name, summary, state)
+  logging.info('step %d\n%s', step, evaluators.format_table(summaries))
+  return summaries
+
+
 def train_batches(
   config: ml_collections.ConfigDict, data_dir: Optional[str], start_step: int
 ) -> Iterator[dict]:
@@ -521,19 +574,7 @@ def train_and_evaluate(
   batches = prefetch_to_device(
     train_batches(config, run.data_dir, start_step), run.batch
   )
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      model=model,
-      tx=tx,
-      config=config,
-      learning_rate_fn=create_learning_rate_fn(config),
-    ),
-    in_shardings=(run.replicated, run.batch),
-    out_shardings=(run.replicated, run.replicated),
-    donate_argnums=(0,),
-    compiler_options=cpu.compiler_options(),
-  )
+  step_fn = jit_train_step(config, model, tx, run)
   evals = evaluators.from_config(
     config, model=model, mesh=run.mesh, data_dir=run.data_dir, writer=writer
   )
@@ -574,26 +615,14 @@ def train_and_evaluate(
         train_metrics = None
       if due:
         with report.timed('eval'):
-          summaries = []
-          for evaluator in due:
-            summary = dict(
-              evaluator.run(
-                state.params['net'],
-                step,
-                out_dir=run.workdir / 'eval' if step == total else None,
-              )
-            )
-            writer.write_scalars(
-              step,
-              {
-                f'eval_{evaluator.folder}_{k}': v
-                for k, v in summary.items()
-                if isinstance(v, float)
-              },
-            )
-            summaries.append(summary)
-            keeper.consider(evaluator.name, summary, state)
-          logging.info('step %d\n%s', step, evaluators.format_table(summaries))
+          run_evaluations(
+            due,
+            state,
+            step,
+            writer=writer,
+            keeper=keeper,
+            out_dir=run.workdir / 'eval' if step == total else None,
+          )
       if checkpoint_now:
         guard.check(step, state.params)
         save(latest, state)
