@@ -422,7 +422,7 @@ def test_paper_best_rule_and_resized_patches_in_a_run(
 
 
 def test_train_metrics_average_losses_and_keep_the_last_ratios():
-  def update(loss, trust, learning_rate):
+  def step_metrics(loss, trust, learning_rate):
     return train.TrainMetrics.single_from_model_output(
       loss=jax.numpy.float32(loss),
       psnr=jax.numpy.array([30.0, 32.0]),
@@ -432,7 +432,9 @@ def test_train_metrics_average_losses_and_keep_the_last_ratios():
       **{f'trust_{s}': jax.numpy.float32(trust) for s in train_state.STAGES},
     )
 
-  values = update(0.5, 0.9, 1e-3).merge(update(0.25, 0.7, 5e-4)).compute()
+  values = (
+    step_metrics(0.5, 0.9, 1e-3).merge(step_metrics(0.25, 0.7, 5e-4)).compute()
+  )
   assert set(values) == {
     'loss',
     'psnr',
