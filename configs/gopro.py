@@ -25,7 +25,9 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  steps_per_epoch = default.steps(1, config.batch_size)  # 132 steps per epoch
+  steps_per_epoch = default.gopro_steps_per_epoch(
+    config.batch_size
+  )  # 132 steps per epoch
   config.num_train_steps = 600 * steps_per_epoch
   config.optimizer.schedule = 'step'
   config.optimizer.decay_every_steps = 200 * steps_per_epoch

@@ -24,7 +24,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  steps_per_epoch = default.steps(1, config.batch_size)
+  steps_per_epoch = default.gopro_steps_per_epoch(config.batch_size)
   config.num_train_steps = 3000 * steps_per_epoch
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 3 * steps_per_epoch

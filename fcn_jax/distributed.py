@@ -189,20 +189,20 @@ def prepare_datasets(specs: Sequence[str], data_dir: Optional[str]) -> None:
   # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp
 
-  from fcn_jax import input_pipeline  # imports TensorFlow
+  from fcn_jax import data  # imports TensorFlow
 
   # pylint: enable=g-import-not-at-top
 
   for spec in specs if jax.process_index() == 0 else ():
-    name, _ = input_pipeline.parse_dataset(spec)
+    name, _ = data.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
-      input_pipeline.prepare_synthetic(spec, data_dir)
+      data.prepare_synthetic(spec, data_dir)
   ocp.multihost.get_barrier_sync_fn()(
     key=f'fcn_jax_datasets_{next(_barriers)}',
     timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000,
   )
   for spec in specs:
     try:
-      input_pipeline.check_dataset(spec, data_dir)
+      data.check_dataset(spec, data_dir)
     except ValueError as e:
       raise ConfigError(str(e)) from None

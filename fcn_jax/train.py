@@ -526,9 +526,9 @@ def train_batches(
   config: ml_collections.ConfigDict, data_dir: Optional[str], start_step: int
 ) -> Iterator[dict]:
   """The host's training batches from `start_step` on (stateless, step-indexed)."""
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
-  return input_pipeline.train_iterator(
+  return data.train_iterator(
     config.train_dataset,
     data_dir,
     global_batch_size=config.batch_size,
