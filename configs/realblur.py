@@ -27,7 +27,6 @@ import ml_collections
 
 from configs import default
 from fcn_jax import evaluators
-from fcn_jax.evaluators import aligned  # noqa: F401  (registers 'aligned')
 
 
 def get_config():

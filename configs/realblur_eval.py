@@ -17,7 +17,6 @@ import ml_collections
 
 from configs import gopro
 from fcn_jax import evaluators
-from fcn_jax.evaluators import aligned  # noqa: F401  (registers 'aligned')
 
 
 def get_config():

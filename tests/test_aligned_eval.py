@@ -38,7 +38,6 @@ CONFIG = """
 import ml_collections
 from configs import tiny
 from fcn_jax import evaluators
-from fcn_jax.evaluators import aligned  # noqa: F401  (registers 'aligned')
 
 
 def get_config():
@@ -111,6 +110,10 @@ def test_files_hold_plain_and_aligned_figures(setup):
       assert np.isfinite(summary[prefix + key]), prefix + key
       mean = np.mean([float(r[prefix + key]) for r in rows])
       assert abs(mean - summary[prefix + key]) < 1e-5
+  # The printed table has the aligned columns.
+  assert 'aligned PSNR' in stdout
+  line = next(l for l in stdout.splitlines() if 'realblur/j:test restored' in l)
+  assert f'{summary["aligned_psnr"]:.3f}' in line
 
 
 def test_aligned_figures_equal_a_direct_computation(setup):
