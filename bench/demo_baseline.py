@@ -25,10 +25,11 @@ import optax
 import tensorflow_datasets as tfds
 
 from configs import demo
+from fcn_jax import data
+from fcn_jax import distributed
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax import train
-from fcn_jax import input_pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ class PlainCNN(nn.Module):
 
 def load_pairs(spec: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """All (blurry, sharp) pairs of a split as float32 arrays in [0, 1]."""
-  name, split = input_pipeline.parse_dataset(spec)
+  name, split = data.parse_dataset(spec)
   source = tfds.data_source(name, split=split, data_dir=data_dir)
   pairs = [(np.asarray(e['blur']), np.asarray(e['sharp'])) for e in source]
   blur, sharp = (np.stack(p).astype(np.float32) / 255 for p in zip(*pairs))
@@ -82,9 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   config.num_train_steps = args.steps
   if args.learning_rate:
     config.optimizer.learning_rate = args.learning_rate
-  specs = (config.train_dataset, config.eval_datasets[0])
+  specs = (config.train_dataset, config.evals[config.best_eval].dataset)
   try:
-    train.prepare_datasets(config, specs)
+    distributed.prepare_datasets(specs, config.data_dir)
   except train.ConfigError as e:
     parser.exit(2, f'demo_baseline.py: {e}\n')
   train_blur, train_sharp = load_pairs(specs[0], config.data_dir)

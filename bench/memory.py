@@ -29,6 +29,7 @@ import jax
 from ml_collections import config_flags
 
 from fcn_jax import memory
+from fcn_jax import models
 from fcn_jax import train
 
 VARIANTS = {  # name: (compute dtype, rematerialise)
@@ -75,7 +76,7 @@ def step_memory(config, batch_size: int) -> dict[str, int]:
 
 def residual_bytes(config) -> int:
   """Saved-residual bytes of one crop_size image (backend-independent)."""
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   state = memory._abstract_state(config)[2]
   crop = config.crop_size
   return memory.saved_residual_bytes(

@@ -46,12 +46,15 @@ def _plan(compiled) -> dict[str, int]:
 
 
 def _abstract_state(config):
+  from fcn_jax import models
   from fcn_jax import train
+  from fcn_jax import train_state
 
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = train.create_optimizer(config)
   state = jax.eval_shape(
-    lambda r: train.create_train_state(r, model, tx, config), jax.random.key(0)
+    lambda r: train_state.create_train_state(r, model, tx, config),
+    jax.random.key(0),
   )
   return model, tx, state
 
