@@ -64,7 +64,7 @@ def lower_train_step(
 ):
   """The trainer's jitted train step lowered for a per-device batch."""
   from fcn_jax import train
-  from fcn_jax.models import compiler_options
+  from fcn_jax.cpu import compiler_options
 
   model, tx, state = _abstract_state(config)
   crop = crop or config.crop_size
@@ -95,7 +95,7 @@ def lower_eval_step(
   config, batch_size: int, image_size: Sequence[int], **lower_kwargs
 ):
   """The network's forward pass (what evaluation runs) on a per-device batch."""
-  from fcn_jax.models import compiler_options
+  from fcn_jax.cpu import compiler_options
 
   model, _, state = _abstract_state(config)
   h, w = (int(s) for s in image_size)
