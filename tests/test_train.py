@@ -4,8 +4,6 @@ kill -9, learned trust ratios, NaN handling and the start-up checks."""
 import glob
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -18,43 +16,12 @@ from fcn_jax import checkpoint
 from fcn_jax import evaluation
 from fcn_jax import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def tiny_config(data_dir, **overrides):
   config = tiny.get_config()
   config.data_dir = str(data_dir)
   config.update(overrides)
   return config
-
-
-def run_main(workdir, data_dir, *args, devices=1, wait=True):
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS='cpu',
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-  )
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, 'main.py'),
-    '--config=configs/tiny.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
-    *args,
-  ]
-  proc = subprocess.Popen(
-    cmd,
-    cwd=ROOT,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
-  if not wait:
-    return proc
-  out, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, out[-3000:]
-  return out
 
 
 def scalars(workdir, tag):
@@ -133,8 +100,11 @@ def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
   assert np.abs(ratios - tiny.get_config().loss.trust_init).min() > 1e-4
 
 
-def test_four_devices_give_the_same_losses(reference_run, data_dir, tmp_path):
-  run_main(tmp_path / 'four', data_dir, devices=4)
+def test_four_devices_give_the_same_losses(
+  reference_run, data_dir, tmp_path, run_main
+):
+  proc = run_main(tmp_path / 'four', data_dir, devices=4)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   one = scalars(reference_run[0], 'train_loss')
   four = scalars(tmp_path / 'four', 'train_loss')
   assert sorted(one) == sorted(four)
@@ -146,7 +116,9 @@ def test_four_devices_give_the_same_losses(reference_run, data_dir, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
+def test_kill_9_and_restart_is_bit_exact(
+  reference_run, data_dir, tmp_path, run_main
+):
   workdir = tmp_path / 'killed'
   proc = run_main(workdir, data_dir, wait=False)
   deadline = time.time() + 300
@@ -164,11 +136,12 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
     checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
   )
   # Resumed on the decoded cache: the same batches as the PNGs of the reference.
-  out = run_main(
+  proc = run_main(
     workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}'
   )
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert list((tmp_path / 'decoded').glob('synthetic_blur_tiny_train-*.u8'))
-  assert 'Resumed from' in out
+  assert 'Resumed from' in proc.stderr
   ours, step = final_params(workdir)
   theirs, _ = final_params(reference_run[0])
   assert step == 12
@@ -240,23 +213,8 @@ def test_missing_dataset_names_the_build_command(tmp_path):
     train.prepare_datasets(config, (config.train_dataset,))
 
 
-def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
-    [
-      sys.executable,
-      'main.py',
-      '--config=configs/tiny.py',
-      f'--workdir={tmp_path}/w',
-      f'--config.data_dir={data_dir}',
-      '--config.crop_size=30',
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+def test_main_reports_config_errors_in_one_line(tmp_path, data_dir, run_main):
+  proc = run_main(tmp_path / 'w', data_dir, '--config.crop_size=30')
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
     'error: config.crop_size=30 must be a positive multiple of 8'
@@ -264,7 +222,7 @@ def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path, run_main):
   workdir = tmp_path / 'preempted'
   proc = run_main(
     workdir,
