@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
 from tfds_gopro import paired
+from tfds_gopro import testing
 from tfds_gopro.gopro import gopro_dataset_builder
 
 _SCENE = pathlib.Path('train') / 'GOPR0001_00_00'
@@ -28,19 +29,9 @@ def _flat(tmp_path) -> pathlib.Path:
 
 def _build_fails(tmp_path, config='blur') -> str:
   """Builds from tmp_path/manual; returns the error, checks nothing is left."""
-  data_dir = tmp_path / 'data'
-  builder = tfds.builder(f'gopro/{config}', data_dir=data_dir)
-  with pytest.raises(paired.DatasetLayoutError) as error:
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / 'manual')
-      )
-    )
-  reopened = tfds.builder(f'gopro/{config}', data_dir=data_dir)
-  assert not reopened.is_prepared()
-  assert not reopened.data_path.exists()
-  assert not [p for p in data_dir.rglob('*') if 'incomplete' in p.name]
-  return str(error.value)
+  return testing.build_fails(
+    f'gopro/{config}', tmp_path / 'manual', tmp_path / 'data'
+  )
 
 
 @pytest.mark.parametrize('missing', ['sharp', 'blur'])
