@@ -96,3 +96,18 @@ def run_main():
   stderr apart), or with wait=False the running Popen (both merged in stdout).
   """
   return _run_main
+
+
+@pytest.fixture(scope='session')
+def tiny_train_state():
+  """The TrainState that configs/tiny.py starts training from (seed 0)."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = tiny.get_config()
+  model = train.create_model(config)
+  return jax.jit(
+    lambda k: train.create_train_state(
+      k, model, train.create_optimizer(config), config
+    )
+  )(jax.random.key(0))

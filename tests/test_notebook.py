@@ -9,7 +9,6 @@ import json
 import os
 import sys
 
-import jax
 import nbformat
 from nbclient import NotebookClient
 import numpy as np
@@ -18,7 +17,6 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
-from fcn_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'deblur.ipynb')
@@ -26,15 +24,10 @@ STEP = 3
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_train_state):
   """A checkpoint shaped like training's: params, train state, config, meta."""
   config = tiny.get_config()
-  model = train.create_model(config)
-  state = jax.jit(
-    lambda k: train.create_train_state(
-      k, model, train.create_optimizer(config), config
-    )
-  )(jax.random.key(0))
+  state = tiny_train_state
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
   checkpoint.save_train_state(

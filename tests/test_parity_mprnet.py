@@ -66,7 +66,7 @@ def test_recognised_as_mprnet(converted):
   assert convert.architecture(net.state_dict()) == 'mprnet'
   assert config['model']['use_pb'] is False
   assert config['model']['use_efem'] is False
-  model = checkpoint.model_from_config(checkpoint.read_config(workdir))
+  model = checkpoint.model_from_config(checkpoint.load_params(workdir)[1])
   assert (model.use_pb, model.use_efem) == (False, False)
   assert (model.n_feat, model.num_cab) == (96, 8)
 

@@ -43,7 +43,9 @@ def final_params(workdir):
   """(params, step) of the latest checkpoint of `workdir`."""
   mngr = checkpoint.make_manager(str(workdir), read_only=True)
   step = mngr.latest_step()
-  config = checkpoint.read_config(str(workdir), checkpoint.LATEST, step)
+  config = mngr.restore(
+    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+  )['config']
   target = checkpoint.abstract_params(checkpoint.model_from_config(config))
   restored = mngr.restore(
     step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
@@ -70,7 +72,7 @@ def test_tiny_run_end_to_end(reference_run):
   assert int(state.step) == config.num_train_steps
   params, step = final_params(workdir)
   assert step == config.num_train_steps
-  saved = checkpoint.read_config(str(workdir))
+  _, saved = checkpoint.load_params(str(workdir))
   assert (
     saved['model']['n_feat'] == config.model.n_feat
     and saved['seed'] == config.seed
