@@ -18,6 +18,7 @@ import pytest
 from configs import tiny
 from fcn_jax import checkpoint
 
+pytestmark = pytest.mark.notebook
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'deblur.ipynb')
 STEP = 3

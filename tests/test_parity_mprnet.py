@@ -20,10 +20,13 @@ from fcn_jax import convert
 REPO = os.environ.get('MPRNET_REPO')
 DEBLURRING = os.path.join(REPO or '', 'Deblurring')
 torch = pytest.importorskip('torch')
-pytestmark = pytest.mark.skipif(
-  not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
-  reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet',
-)
+pytestmark = [
+  pytest.mark.parity,
+  pytest.mark.skipif(
+    not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
+    reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet',
+  ),
+]
 
 
 def mprnet_class():
