@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`; `make lint`
-# checks the code style.
+# checks the code style, `make test-fast` runs all but the slow test tiers.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

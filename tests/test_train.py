@@ -66,6 +66,7 @@ def reference_run(data_dir, tmp_path_factory):
   return workdir, state
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end(reference_run):
   workdir, state = reference_run
   config = tiny.get_config()
@@ -95,6 +96,7 @@ def test_tiny_run_end_to_end(reference_run):
     assert scalars(workdir, tag), tag
 
 
+@pytest.mark.slow
 def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
   _, state = reference_run
   ratios = np.asarray(jax.nn.sigmoid(state.params['trust']))
@@ -102,6 +104,7 @@ def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
   assert np.abs(ratios - tiny.get_config().loss.trust_init).min() > 1e-4
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_same_losses(
   reference_run, data_dir, tmp_path, run_main
 ):
@@ -118,6 +121,7 @@ def test_four_devices_give_the_same_losses(
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_kill_9_and_restart_is_bit_exact(
   reference_run, data_dir, tmp_path, run_main
 ):
@@ -151,6 +155,7 @@ def test_kill_9_and_restart_is_bit_exact(
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
   data_dir, tmp_path, monkeypatch
 ):
@@ -224,6 +229,7 @@ def test_main_reports_config_errors_in_one_line(tmp_path, data_dir, run_main):
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path, run_main):
   workdir = tmp_path / 'preempted'
   proc = run_main(
@@ -250,6 +256,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path, run_main):
   assert f'SIGTERM: saved step {step}' in out
 
 
+@pytest.mark.slow
 def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
   source, _ = reference_run
   config = tiny_config(

@@ -9,11 +9,20 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow_datasets as tfds
 
+from tfds_gopro import make_dummy_data
 from tfds_gopro import paired
 
 TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
+# (dataset, layout) -> the writer of its dummy tree, the tree's folder.
+_TREES = {
+  ('gopro', 'original'): (make_dummy_data.write_gopro_original, 'GOPRO_Large'),
+  ('gopro', 'flat'): (make_dummy_data.write_gopro_flat, ''),
+  ('hide', 'original'): (make_dummy_data.write_hide_original, 'HIDE_dataset'),
+  ('hide', 'flat'): (make_dummy_data.write_hide_flat, ''),
+}
 
 
 class WritesTFRecord:
@@ -29,6 +38,27 @@ class WritesTFRecord:
       version=self.VERSION,
       file_format='tfrecord',
     )
+
+
+def write_tree(
+  dataset: str, layout: str, manual_dir: pathlib.Path
+) -> pathlib.Path:
+  """Writes the dummy `dataset` tree in `layout` as a manual_dir; its root.
+
+  The root is manual_dir itself for the flattened layout, its GOPRO_Large or
+  HIDE_dataset folder for the original one.
+  """
+  write, folder = _TREES[dataset, layout]
+  root = manual_dir / folder
+  write(root)
+  return root
+
+
+def tree_fixture(dataset: str, layout: str):
+  """A fixture named `layout`: `write_tree` in the test's tmp_path/manual."""
+  return pytest.fixture(name=layout)(
+    lambda tmp_path: write_tree(dataset, layout, tmp_path / 'manual')
+  )
 
 
 def ids(source) -> list[str]:

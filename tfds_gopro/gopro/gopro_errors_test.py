@@ -14,17 +14,8 @@ from tfds_gopro.gopro import gopro_dataset_builder
 _SCENE = pathlib.Path('train') / 'GOPR0001_00_00'
 
 
-@pytest.fixture(name='original')
-def _original(tmp_path) -> pathlib.Path:
-  """A GOPRO_Large tree inside manual_dir/GOPRO_Large."""
-  make_dummy_data.write_gopro_original(tmp_path / 'manual' / 'GOPRO_Large')
-  return tmp_path / 'manual' / 'GOPRO_Large'
-
-
-@pytest.fixture(name='flat')
-def _flat(tmp_path) -> pathlib.Path:
-  make_dummy_data.write_gopro_flat(tmp_path / 'manual')
-  return tmp_path / 'manual'
+original = testing.tree_fixture('gopro', 'original')  # manual/GOPRO_Large
+flat = testing.tree_fixture('gopro', 'flat')  # manual
 
 
 def _build_fails(tmp_path, config='blur') -> str:

@@ -144,6 +144,6 @@ def test_tfds_build_command(tmp_path, from_repo_root):
 
 def test_dummy_data_matches_generator(tmp_path):
   """The committed dummy_data is what make_dummy_data.py writes."""
-  make_dummy_data.write_hide_original(tmp_path / 'original' / 'HIDE_dataset')
-  make_dummy_data.write_hide_flat(tmp_path / 'flat')
+  testing.write_tree('hide', 'original', tmp_path / 'original')
+  testing.write_tree('hide', 'flat', tmp_path / 'flat')
   testing.assert_same_tree(tmp_path, _DUMMY)

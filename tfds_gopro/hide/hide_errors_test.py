@@ -3,7 +3,6 @@
 import pathlib
 
 import numpy as np
-import pytest
 
 from tfds_gopro import make_dummy_data
 from tfds_gopro import paired
@@ -12,17 +11,8 @@ from tfds_gopro import testing
 _CLOSE_UP = pathlib.Path('test') / 'test-close-ups' / '1fromGOPR1001.png'
 
 
-@pytest.fixture(name='original')
-def _original(tmp_path) -> pathlib.Path:
-  """A HIDE_dataset tree inside manual_dir/HIDE_dataset."""
-  make_dummy_data.write_hide_original(tmp_path / 'manual' / 'HIDE_dataset')
-  return tmp_path / 'manual' / 'HIDE_dataset'
-
-
-@pytest.fixture(name='flat')
-def _flat(tmp_path) -> pathlib.Path:
-  make_dummy_data.write_hide_flat(tmp_path / 'manual')
-  return tmp_path / 'manual'
+original = testing.tree_fixture('hide', 'original')  # manual/HIDE_dataset
+flat = testing.tree_fixture('hide', 'flat')  # manual
 
 
 def _build_fails(tmp_path) -> str:
