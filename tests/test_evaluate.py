@@ -182,6 +182,7 @@ def test_release_validation_centre_crops_and_float_psnr(
   assert np.asarray(Image.open(image)).shape == (16, 16, 3)
 
 
+@pytest.mark.slow
 def test_four_devices_write_the_same_results(
   plain, template, data_dir, tmp_path, run_main
 ):

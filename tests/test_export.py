@@ -52,6 +52,7 @@ def env():
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 
 
+@pytest.mark.slow
 def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
   model_file = str(tmp_path / 'fcn.jaxexport')
   exported = export.run(workdir, model_file, platforms=['cpu'])

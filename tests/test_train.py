@@ -279,6 +279,7 @@ def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
   assert int(state.step) == 1
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_parameters():
   config = tiny.get_config()
   config.model.dtype = 'bfloat16'
