@@ -102,12 +102,14 @@ def run_main():
 def tiny_train_state():
   """The TrainState that configs/tiny.py starts training from (seed 0)."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train_state  # pylint: disable=g-import-not-at-top
 
   config = tiny.get_config()
-  model = train.create_model(config)
+  model = models.model_from_config(config.to_dict())
   return jax.jit(
-    lambda k: train.create_train_state(
+    lambda k: train_state.create_train_state(
       k, model, train.create_optimizer(config), config
     )
   )(jax.random.key(0))

@@ -17,6 +17,7 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import train_state
 
 pytestmark = pytest.mark.notebook
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,7 @@ def workdir(tmp_path_factory, tiny_train_state):
   state = tiny_train_state
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save_train_state(
+  train_state.save(
     mngr,
     state.replace(step=state.step + STEP),
     config=config.to_dict(),
