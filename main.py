@@ -12,7 +12,6 @@ with --coordinator_address, --num_processes and --process_id on every process.
 
 import os
 import sys
-import traceback
 
 from absl import app
 from absl import flags
@@ -51,6 +50,12 @@ flags.DEFINE_integer(
   'Seconds after which a process that stopped answering '
   '(killed, lost) counts as dead and every other one stops '
   'with an error.',
+)
+flags.DEFINE_bool(
+  'verbose',
+  False,
+  'Print the traceback of an error that ends the run on the terminal '
+  '(default: WORKDIR/error.log, the terminal gets one line).',
 )
 config_flags.DEFINE_config_file(
   'config', None, 'A file in configs/.', lock_config=True
@@ -164,33 +169,22 @@ def main(argv):
     lambda record: f'{os.sep}orbax{os.sep}' not in record.pathname
   )
   _log_start(FLAGS.config)
-  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from fcn_jax import interrupts
+  from fcn_jax import train
 
+  # pylint: enable=g-import-not-at-top
+  if not FLAGS.verbose:
+    interrupts.capture_background_errors(FLAGS.workdir)
   try:
     if FLAGS.mode == 'train':
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
       train.evaluate(FLAGS.config, FLAGS.workdir)
-  except (train.ConfigError, train.NonFiniteLossError, FileNotFoundError) as e:
-    _exit(f'error: {e}')
-  except Exception:  # pylint: disable=broad-except
-    if jax.process_count() == 1:
-      raise
-    _exit(traceback.format_exc().rstrip())
-
-
-def _exit(message: str) -> None:
-  """Exits with `message` and status 1.
-
-  A process of a job of several leaves at once, without waiting for the others
-  at JAX's shutdown barrier: they are waiting for it elsewhere, and stop with
-  an error when its heartbeats stop (--heartbeat_timeout).
-  """
-  if jax.process_count() == 1:
-    sys.exit(message)
-  print(message, file=sys.stderr, flush=True)
-  logging.flush()
-  os._exit(1)  # pylint: disable=protected-access
+  except Exception as e:  # pylint: disable=broad-except
+    interrupts.exit_with_error(e, FLAGS.workdir, verbose=FLAGS.verbose)
+  except KeyboardInterrupt as e:  # Ctrl-C before training set its handler
+    interrupts.exit_with_error(e, FLAGS.workdir, verbose=FLAGS.verbose)
 
 
 if __name__ == '__main__':

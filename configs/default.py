@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps_late = 0
   config.eval_late_from_step = 0
   config.checkpoint_every_steps = 1000
+  # Checkpoints kept in workdir/checkpoints: the latest checkpoint_keep, plus
+  # every step that is a multiple of checkpoint_keep_every (0: none).
+  config.checkpoint_keep = 2
+  config.checkpoint_keep_every = 0
   config.num_eval_images_logged = 3  # blurry | restored | sharp triplets
   # When an evaluation (of eval_datasets[0]) becomes the new best checkpoint:
   # 'psnr' (higher PSNR, as the release) or 'psnr_and_ssim' (both PSNR and

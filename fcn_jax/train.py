@@ -11,7 +11,6 @@ inside `train_and_evaluate` / `evaluate`.
 import collections
 import functools
 import itertools
-import signal
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -29,6 +28,7 @@ import orbax.checkpoint as ocp
 
 from fcn_jax import checkpoint
 from fcn_jax import evaluation
+from fcn_jax import interrupts
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax.models import FCN, compiler_options, init_params
@@ -254,6 +254,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}'
     )
+  if config.checkpoint_keep < 1:
+    raise ConfigError(
+      f'config.checkpoint_keep={config.checkpoint_keep} must be at least 1'
+    )
+  if config.checkpoint_keep_every < 0:
+    raise ConfigError(
+      f'config.checkpoint_keep_every={config.checkpoint_keep_every} is '
+      'negative (0: none kept beyond the latest)'
+    )
   if config.num_train_steps < 0:
     raise ConfigError(
       f'config.num_train_steps={config.num_train_steps} is negative'
@@ -357,34 +366,6 @@ def prepare_datasets(config, specs: Sequence[str]) -> None:
       raise ConfigError(str(e)) from None
 
 
-class _Preemption:
-  """Whether to save and stop at a step because of SIGTERM.
-
-  In a job of several processes, JAX's preemption notifier (installed by
-  `jax.distributed.initialize`) catches SIGTERM on whichever process gets it
-  and the preemption sync point picks one step at which every process returns
-  True; a Python SIGTERM handler would displace that notifier, so none is
-  installed. A single process has no notifier: a Python handler sets a flag.
-  Call `__call__` at every step on every process.
-  """
-
-  def __init__(self, manager: ocp.CheckpointManager):
-    self._manager = manager
-    self._flag: list[bool] = []
-    self._previous = None
-    if not jax.distributed.is_initialized():
-      self._previous = signal.signal(
-        signal.SIGTERM, lambda *_: self._flag.append(True)
-      )
-
-  def __call__(self, step: int) -> bool:
-    return self._manager.reached_preemption(step) or bool(self._flag)
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 # ----------------------------------------------------------------------------
 # The trainer.
 
@@ -420,11 +401,27 @@ def train_and_evaluate(
   rng = jax.random.key(config.seed)
   abstract = _abstract_state(config, model, tx, rng)
   state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  latest = checkpoint.make_manager(workdir, checkpoint.LATEST)
+  latest = checkpoint.make_manager(
+    workdir,
+    checkpoint.LATEST,
+    max_to_keep=config.checkpoint_keep,
+    keep_period=config.checkpoint_keep_every,
+  )
   best = checkpoint.make_manager(workdir, checkpoint.BEST)
+  checkpoint.check_disk(
+    workdir,
+    checkpoint.checkpoint_bytes((abstract.params, abstract.opt_state)),
+    config.checkpoint_keep + 2,
+    keep=config.checkpoint_keep,
+    keep_every=config.checkpoint_keep_every,
+  )
   config_json = config.to_dict()
-  if latest.latest_step() is not None:
-    state = checkpoint.restore_train_state(latest, abstract, replicated)
+  found = checkpoint.restore_latest_readable(
+    latest,
+    lambda s: checkpoint.restore_train_state(latest, abstract, replicated, s),
+  )
+  if found is not None:
+    state = found[1]
     logging.info(
       'Resumed from %s at step %d', latest.directory, int(state.step)
     )
@@ -495,7 +492,7 @@ def train_and_evaluate(
     batch_size=config.batch_size,
   )
 
-  preemption = _Preemption(latest)
+  preemption = interrupts.StopSignals(latest)
   report = periodic_actions.ReportProgress(
     num_train_steps=config.num_train_steps, writer=writer
   )
@@ -564,11 +561,18 @@ def train_and_evaluate(
         save(latest, state)
       writer.flush()
       if preempted:
-        logging.warning('SIGTERM: saved step %d; exiting', step)
+        checkpoint.wait(latest)
+        logging.warning('%s: saved step %d; exiting', preemption.name, step)
         break
+  except BaseException:
+    # Closed without raising: the error on its way out names the cause.
+    checkpoint.close(latest)
+    checkpoint.close(best)
+    raise
+  else:
+    checkpoint.wait(latest)
+    checkpoint.wait(best)
   finally:
-    latest.wait_until_finished()
-    best.wait_until_finished()
     preemption.close()
     writer.flush()
   return state
