@@ -235,7 +235,7 @@ def restore_latest_readable(
       failed.append((step, error))
       continue
     for bad, why in failed:
-      _move_aside(manager, bad, why)
+      _move_aside(manager, bad, why, step)
     if failed:
       manager.reload()
     return step, result
@@ -259,7 +259,10 @@ def _all_processes_agree(ok: bool) -> bool:
 
 
 def _move_aside(
-  manager: ocp.CheckpointManager, step: int, why: Optional[BaseException]
+  manager: ocp.CheckpointManager,
+  step: int,
+  why: Optional[BaseException],
+  restored: int,
 ) -> None:
   source = manager.directory / str(step)
   target = manager.directory / f'{step}.unreadable'
@@ -271,11 +274,12 @@ def _move_aside(
     source.rename(target)
   multihost_utils.sync_global_devices(f'fcn_jax_unreadable_{step}')
   logging.warning(
-    'Checkpoint step %d cannot be read (%s); moved it to %s and resumed from '
-    'the step before',
+    'Checkpoint step %d cannot be read (%s); moved it to %s and restored '
+    'step %d',
     step,
     cause_line(why) if why else 'unreadable on another process',
     target,
+    restored,
   )
 
 

@@ -53,7 +53,9 @@ class StopSignals:
       return  # signal handlers can only be set from the main thread
     if not self._distributed:
       self._install(signal.SIGTERM, self._on_sigterm)
-    self._install(signal.SIGINT, self._on_sigint)
+    # A background job started with SIGINT ignored keeps ignoring it.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+      self._install(signal.SIGINT, self._on_sigint)
 
   def _install(self, signum: int, handler) -> None:
     self._previous[signum] = signal.signal(signum, handler)
