@@ -450,10 +450,12 @@ def read(manager: ocp.CheckpointManager, step: int, **items: Any) -> Any:
   try:
     return manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointUnreadableError(
+    error = CheckpointUnreadableError(
       f'checkpoint {manager.directory / str(step)} cannot be read: '
       f'{cause_line(e)}'
-    ) from e
+    )
+    error.cause = e  # kept, but not printed: the line says why
+  raise error from None
 
 
 def model_from_config(config: dict, **overrides) -> FCN:

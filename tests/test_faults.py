@@ -38,6 +38,14 @@ LONG = ('--config.num_train_steps=1000', '--config.checkpoint_every_steps=2')
 HANDFUL = 5
 
 
+# Runs the rest of its command line as `python ARGS` with SIGINT at its default
+# (what a preexec_fn would do, without forking a threaded pytest).
+_SIGINT_DEFAULT = (
+  'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+  'os.execv(sys.executable, [sys.executable, *sys.argv[1:]])'
+)
+
+
 def start(workdir, data_dir, *args, extra_flags=(), log=None):
   """main.py in a child with SIGINT at its default (a child of a background
   shell would otherwise ignore it), its output to `log` (WORKDIR.out)."""
@@ -45,6 +53,8 @@ def start(workdir, data_dir, *args, extra_flags=(), log=None):
   return subprocess.Popen(
     [
       sys.executable,
+      '-c',
+      _SIGINT_DEFAULT,
       'main.py',
       '--config=configs/tiny.py',
       f'--workdir={workdir}',
@@ -56,7 +66,6 @@ def start(workdir, data_dir, *args, extra_flags=(), log=None):
     env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
     stdout=log,
     stderr=subprocess.STDOUT,
-    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
 
 
@@ -356,11 +365,11 @@ def test_unexpected_error_is_one_line_and_the_traceback_goes_to_the_log(
   data_dir, tmp_path
 ):
   workdir = tmp_path / 'work'
-  os.makedirs(workdir)
-  with open(workdir / 'checkpoints', 'w') as f:  # a file where a folder goes
-    f.write('')
-  code, out = run(workdir, data_dir, *RUN)
-  assert code == 1
+  (tmp_path / 'cache').write_text('')  # a file where a folder goes
+  code, out = run(
+    workdir, data_dir, *RUN, f'--config.decoded_cache_dir={tmp_path}/cache'
+  )
+  assert code == 1, out[-3000:]
   last = out.strip().splitlines()[-1]
   assert last.startswith('error: ') and last.endswith(
     f'(traceback in {workdir}/error.log)'
@@ -491,3 +500,22 @@ def test_restore_latest_readable_tries_newest_first(tmp_path):
     )
     is None
   )
+
+
+def test_readers_name_an_unreadable_checkpoint_in_one_line(base, tmp_path):
+  import fcn_jax  # pylint: disable=g-import-not-at-top
+  from fcn_jax import image_io  # pylint: disable=g-import-not-at-top
+  from fcn_jax import predict  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'work'
+  shutil.copytree(base[0], workdir)
+  corrupt(workdir / 'checkpoints' / '24')
+  expected = f'checkpoint {workdir}/checkpoints/24 cannot be read: '
+  with pytest.raises(checkpoint.CheckpointUnreadableError) as e:
+    fcn_jax.load(str(workdir))
+  assert str(e.value).startswith(expected) and '\n' not in str(e.value)
+  assert e.value.__cause__ is None and e.value.__suppress_context__
+  image_io.write_png(str(tmp_path / 'in.png'), np.zeros((16, 16, 3), np.uint8))
+  with pytest.raises(predict.PredictError, match='^' + re.escape(expected)):
+    predict.run(str(workdir), str(tmp_path / 'in.png'), str(tmp_path / 'o.png'))
+  assert not os.path.exists(tmp_path / 'o.png')
