@@ -64,7 +64,9 @@ import ml_collections
 import numpy as np
 
 from configs import default
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
 from fcn_jax.cpu import compiler_options
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models import presets
@@ -336,7 +338,9 @@ def run_jax(
   drawn the same way, so both start from the same weights.
   """
   result = Result('jax', case)
-  model = train.create_model(config, dtype=case.dtype, precision=precision)
+  model = models.model_from_config(
+    config, dtype=case.dtype, precision=precision
+  )
   blur, sharp = _inputs(case)
   output = None
   try:
@@ -358,9 +362,9 @@ def run_jax(
       output = np.asarray(out[0])
     else:
       tx = train.create_optimizer(config)
-      state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
-        jax.random.key(PARAMS_SEED)
-      )
+      state = jax.jit(
+        lambda r: train_state.create_train_state(r, model, tx, config)
+      )(jax.random.key(PARAMS_SEED))
       batch = {'blur': jax.device_put(blur), 'sharp': jax.device_put(sharp)}
       step = functools.partial(
         train.train_step,
