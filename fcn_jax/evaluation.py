@@ -18,19 +18,21 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
 import numpy as np
 
 from fcn_jax import image_io
 from fcn_jax import inference
 from fcn_jax import metrics
 from fcn_jax import models
+
+if TYPE_CHECKING:  # configs are ConfigDicts; this module runs without them
+  import ml_collections
 
 METRICS = ('psnr', 'ssim_matlab', 'ssim_per_channel')
 
