@@ -52,6 +52,12 @@ flags.DEFINE_integer(
   '(killed, lost) counts as dead and every other one stops '
   'with an error.',
 )
+flags.DEFINE_string(
+  'profile_steps',
+  None,
+  'a:b: write a jax.profiler trace of steps a to b into the workdir '
+  '(TensorBoard profile plugin).',
+)
 config_flags.DEFINE_config_file(
   'config', None, 'A file in configs/.', lock_config=True
 )
@@ -164,11 +170,21 @@ def main(argv):
     lambda record: f'{os.sep}orbax{os.sep}' not in record.pathname
   )
   _log_start(FLAGS.config)
+  from fcn_jax import tooling  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.profile_steps:
+    try:
+      tooling.parse_steps(FLAGS.profile_steps)
+    except ValueError as e:
+      sys.exit(f'error: {e}')
+  tooling.enable_compilation_cache(FLAGS.workdir)
 
   try:
     if FLAGS.mode == 'train':
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      train.train_and_evaluate(
+        FLAGS.config, FLAGS.workdir, profile_steps=FLAGS.profile_steps
+      )
     else:
       train.evaluate(FLAGS.config, FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, FileNotFoundError) as e:

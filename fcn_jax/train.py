@@ -32,6 +32,7 @@ from fcn_jax import checkpoint
 from fcn_jax import evaluation
 from fcn_jax import losses
 from fcn_jax import metrics
+from fcn_jax import tooling
 from fcn_jax.models import FCN, compiler_options, init_params
 
 if TYPE_CHECKING:  # configs are ConfigDicts; the step pieces need no import
@@ -452,7 +453,9 @@ class _Preemption:
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  profile_steps: Optional[str] = None,
 ) -> TrainState:
   """Trains (resuming from workdir if it holds a checkpoint), evaluating as configured."""
   # pylint: disable=g-import-not-at-top
@@ -559,6 +562,7 @@ def train_and_evaluate(
   )
 
   preemption = _Preemption(latest)
+  profiler = tooling.StepProfiler(workdir, profile_steps, start_step)
   report = periodic_actions.ReportProgress(
     num_train_steps=config.num_train_steps, writer=writer
   )
@@ -575,6 +579,7 @@ def train_and_evaluate(
           update if train_metrics is None else train_metrics.merge(update)
         )
         step_losses.append((step, update.loss.total))
+      profiler(step, state)
       for hook in hooks:
         hook(step)
       preempted = preemption(step)  # at every step: the sync point needs it
@@ -633,6 +638,7 @@ def train_and_evaluate(
     latest.wait_until_finished()
     best.wait_until_finished()
     preemption.close()
+    profiler.close()
     writer.flush()
   return state
 
