@@ -28,7 +28,7 @@ from configs import demo
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax import train
-from fcn_jax import input_pipeline
+from fcn_jax import data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ class PlainCNN(nn.Module):
 
 def load_pairs(spec: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """All (blurry, sharp) pairs of a split as float32 arrays in [0, 1]."""
-  name, split = input_pipeline.parse_dataset(spec)
+  name, split = data.parse_dataset(spec)
   source = tfds.data_source(name, split=split, data_dir=data_dir)
   pairs = [(np.asarray(e['blur']), np.asarray(e['sharp'])) for e in source]
   blur, sharp = (np.stack(p).astype(np.float32) / 255 for p in zip(*pairs))

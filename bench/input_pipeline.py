@@ -2,7 +2,7 @@
 
 Builds (once) a `synthetic_blur` dataset of full-size 720x1280 pairs from
 procedural photos in --data_dir (default: a temporary folder) and its decoded
-cache in --cache_dir, then times `fcn_jax.input_pipeline.train_iterator` at
+cache in --cache_dir, then times `fcn_jax.data.train_iterator` at
 steady state in one run on both paths: decoding two PNGs per sample (float32
 batches, and uint8 as the trainer asks) and reading the decoded cache (uint8),
 with the speed-up of the cache. It also times the stages alone (record fetch,
@@ -23,7 +23,10 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fcn_jax import input_pipeline as ip
+from fcn_jax import data
+from fcn_jax.data import augment as augment_lib
+from fcn_jax.data import cache
+from fcn_jax.data import datasets
 from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
 
@@ -60,15 +63,16 @@ def stage_times(
   spec: str, data_dir: str, crop: int, cache_dir: str | None = None, n: int = 20
 ) -> None:
   """Per-image time of each stage, on one thread (eager TF ops)."""
-  source = ip._source(spec, data_dir)  # pylint: disable=protected-access
+  source = datasets.record_source(spec, data_dir)
   raws = [source[i % len(source)] for i in range(n)]
   start = time.perf_counter()
   for i in range(n):
     source[i % len(source)]
   fetch = (time.perf_counter() - start) / n
-  decode = tf.function(ip._decode)  # pylint: disable=protected-access
-  # pylint: disable-next=protected-access
-  augment = tf.function(lambda pair, seed: ip._augment(pair, seed, crop, True))
+  decode = tf.function(datasets.decode_pair)
+  augment = tf.function(
+    lambda pair, seed: augment_lib.augment_pair(pair, seed, crop, True)
+  )
   pairs = [decode(tf.constant(r)) for r in raws[:2]]
   start = time.perf_counter()
   for r in raws:
@@ -87,7 +91,7 @@ def stage_times(
   )
   if cache_dir:
     # pylint: disable-next=protected-access
-    view = tf.function(ip._cached_pairs(spec, data_dir, cache_dir))
+    view = tf.function(cache.cached_pair_fn(spec, data_dir, cache_dir))
     view(tf.constant(0, tf.int64))
     start = time.perf_counter()
     for i in range(n):
@@ -157,11 +161,11 @@ def main() -> None:
     if args.dataset is None:
       build(data_dir, args.photos, args.crops_per_photo)
     print(
-      f'{spec}: {ip.num_examples(spec, data_dir)} examples; batch'
+      f'{spec}: {data.num_examples(spec, data_dir)} examples; batch'
       f' {args.batch_size}, crop {args.crop}; {os.cpu_count()} CPUs'
     )
     start = time.perf_counter()
-    data_path, index = ip.build_decoded_cache(spec, data_dir, cache_dir)
+    data_path, index = data.build_decoded_cache(spec, data_dir, cache_dir)
     pairs = len(index['shapes'])
     print(
       f'decoded cache: {index["size"] / 2**20:.0f} MiB for {pairs} pairs'
@@ -184,7 +188,7 @@ def main() -> None:
     ):
       rates[name] = throughput(
         f'train_iterator, {name}',
-        ip.train_iterator(spec, data_dir, **common, **kwargs),
+        data.train_iterator(spec, data_dir, **common, **kwargs),
         args.batch_size,
         args.warmup,
         args.seconds,

@@ -161,16 +161,16 @@ def main(argv: Optional[list[str]] = None) -> None:
       f'{jax.device_count()} devices'
     )
 
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
   mesh = train.make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   try:
     params, saved = checkpoint.load_params(args.workdir, sharding=replicated)
     if jax.process_index() == 0:  # builds a missing synthetic_blur config
-      input_pipeline.prepare_synthetic(args.dataset, args.data_dir)
+      data.prepare_synthetic(args.dataset, args.data_dir)
     multihost_utils.sync_global_devices('dataset prepared')
-    input_pipeline.check_dataset(args.dataset, args.data_dir)
+    data.check_dataset(args.dataset, args.data_dir)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')
   overrides = {'dtype': args.dtype} if args.dtype else {}

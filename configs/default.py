@@ -8,8 +8,6 @@ from ml_collections import config_dict
 
 from fcn_jax.models import presets
 
-GOPRO_TRAIN_IMAGES = 2103
-
 
 def get_config() -> ml_collections.ConfigDict:
   """The base config."""
@@ -109,8 +107,22 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def steps(
-  epochs: float, batch_size: int, images: int = GOPRO_TRAIN_IMAGES
-) -> int:
-  """Steps in `epochs` passes over `images` (the release keeps the last partial batch)."""
-  return int(round(epochs * -(-images // batch_size)))
+def steps(epochs: float, batch_size: int, examples: int) -> int:
+  """Steps in `epochs` passes over `examples` (the release keeps the last partial batch)."""
+  return int(round(epochs * -(-examples // batch_size)))
+
+
+def gopro_steps_per_epoch(batch_size: int) -> int:
+  """Steps in one pass over GoPro's train split, of its published size.
+
+  The size is a fact of the dataset, kept next to its builder
+  (`gopro_dataset_builder.TRAIN_EXAMPLES`), rather than read at start-up from
+  the prepared copy's `builder.info.splits`: so a config's schedule is known
+  when it loads, with or without the data, the same on every machine, and a
+  partial or sliced copy does not change it. Imports the builder (and with it
+  TensorFlow), so only the GoPro configs call it.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from tfds_gopro.gopro import gopro_dataset_builder
+
+  return steps(1, batch_size, gopro_dataset_builder.TRAIN_EXAMPLES)

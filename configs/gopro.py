@@ -25,7 +25,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  spe = default.steps(1, config.batch_size)  # 132 steps per epoch
+  spe = default.gopro_steps_per_epoch(config.batch_size)  # 132 steps per epoch
   config.num_train_steps = 600 * spe
   config.optimizer.schedule = 'step'
   config.optimizer.decay_every_steps = 200 * spe

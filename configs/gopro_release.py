@@ -24,7 +24,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  spe = default.steps(1, config.batch_size)
+  spe = default.gopro_steps_per_epoch(config.batch_size)
   config.num_train_steps = 3000 * spe
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 3 * spe

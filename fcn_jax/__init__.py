@@ -1,6 +1,6 @@
 """fcn-jax: FCN ("A feature catcher with excellent deblurring effects") in JAX/Flax.
 
-Nothing here imports TensorFlow; only `fcn_jax.input_pipeline` and `tfds_gopro` do.
+Nothing here imports TensorFlow; only `fcn_jax.data` and `tfds_gopro` do.
 """
 
 

@@ -1,6 +1,6 @@
 """Full-resolution evaluation of GoPro, HIDE or synthetic test sets.
 
-Each dataset is read by `input_pipeline.eval_iterator` (every image exactly
+Each dataset is read by `fcn_jax.data.eval_iterator` (every image exactly
 once, batches padded with masked entries), sharded over all devices on the
 mesh's data axis, restored by the jit-compiled `inference.restore` (reflect
 padding to a multiple of 8 inside XLA) and scored by XLA-compiled PSNR and both
@@ -124,18 +124,18 @@ def collect(
     index, and up to `num_triplets` images blurry | restored | sharp side by
     side. With `image_dir`, the restored images are written there as PNGs.
   """
-  # input_pipeline imports TensorFlow; importing it here keeps this module
+  # fcn_jax.data imports TensorFlow; importing it here keeps this module
   # (and train.py, which imports it) importable without TensorFlow.
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
-  ids = input_pipeline.eval_ids(spec, data_dir)
-  total = input_pipeline.num_examples(spec, data_dir)
+  ids = data.eval_ids(spec, data_dir)
+  total = data.num_examples(spec, data_dir)
   if image_dir:
     image_dir.mkdir(parents=True, exist_ok=True)
   rows: dict[int, dict[str, float]] = {}
   triplets: list[np.ndarray] = []
   start, done = time.time(), 0
-  for batch in input_pipeline.eval_iterator(
+  for batch in data.eval_iterator(
     spec, data_dir, global_batch_size=global_batch_size
   ):
     if crop:

@@ -403,19 +403,19 @@ def prepare_datasets(config, specs: Sequence[str]) -> None:
   Process 0 builds; the others wait for it at a barrier of the coordination
   service (a process that dies meanwhile ends the job), then all check.
   """
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
   for spec in specs if jax.process_index() == 0 else ():
-    name, _ = input_pipeline.parse_dataset(spec)
+    name, _ = data.parse_dataset(spec)
     if name.split('/')[0] == 'synthetic_blur':
-      input_pipeline.prepare_synthetic(spec, _data_dir(config))
+      data.prepare_synthetic(spec, _data_dir(config))
   ocp.multihost.get_barrier_sync_fn()(
     key=f'fcn_jax_datasets_{next(_barriers)}',
     timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000,
   )
   for spec in specs:
     try:
-      input_pipeline.check_dataset(spec, _data_dir(config))
+      data.check_dataset(spec, _data_dir(config))
     except ValueError as e:
       raise ConfigError(str(e)) from None
 
@@ -462,7 +462,7 @@ def train_and_evaluate(
   from clu import metric_writers
   from clu import parameter_overview
   from clu import periodic_actions
-  from fcn_jax import input_pipeline
+  from fcn_jax import data
 
   # pylint: enable=g-import-not-at-top
   check_config(config, jax.device_count())
@@ -525,7 +525,7 @@ def train_and_evaluate(
     )
 
   # Input: the stateless, step-indexed stream starts at this run's step.
-  train_iter = input_pipeline.train_iterator(
+  train_iter = data.train_iterator(
     config.train_dataset,
     _data_dir(config),
     global_batch_size=config.batch_size,

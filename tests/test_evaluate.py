@@ -22,7 +22,7 @@ import pytest
 from configs import tiny
 from fcn_jax import checkpoint
 from fcn_jax import inference
-from fcn_jax import input_pipeline
+from fcn_jax import data
 from fcn_jax import metrics
 from fcn_jax import train
 from fcn_jax.models import FCN, init_params
@@ -45,7 +45,7 @@ FIELDS = (
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('tiny_data'))
-  input_pipeline.prepare_synthetic(SPEC, d)
+  data.prepare_synthetic(SPEC, d)
   return d
 
 
@@ -148,7 +148,7 @@ def test_summary_and_csv_count_every_image_once(plain, data_dir):
   ids = [r['id'] for r in rows]
   assert len(rows) == NUM_IMAGES and len(set(ids)) == NUM_IMAGES
   assert [int(r['index']) for r in rows] == list(range(NUM_IMAGES))
-  assert ids == input_pipeline.eval_ids(SPEC, data_dir)
+  assert ids == data.eval_ids(SPEC, data_dir)
   for k in FIELDS:
     assert summary[k] == pytest.approx(
       np.mean([float(r[k]) for r in rows]), abs=1e-5

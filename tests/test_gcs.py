@@ -93,7 +93,7 @@ def test_train_and_resume_on_gs(gcs, trained):
   first, second = trained
   names = gcs.list(BUCKET)
   # The synthetic dataset, built on the fly into the empty gs:// data_dir.
-  version = 'data/synthetic_blur/tiny/1.0.0/'
+  version = 'data/synthetic_blur/tiny/1.1.0/'
   for name in (
     'dataset_info.json',
     'features.json',

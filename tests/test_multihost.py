@@ -227,7 +227,7 @@ def test_missing_dataset_is_built_once_by_process_0(two):
   _, data_dir, job = two
   assert 'Generating dataset synthetic_blur' in job.out(0)
   assert 'Generating dataset' not in job.out(1)
-  assert os.listdir(data_dir / 'synthetic_blur' / 'tiny') == ['1.0.0']
+  assert os.listdir(data_dir / 'synthetic_blur' / 'tiny') == ['1.1.0']
   for i in (0, 1):
     assert 'Training from step 0 to 12' in job.out(i)
     assert re.search(r'synthetic_blur/tiny:test restored +6 ', job.out(i))

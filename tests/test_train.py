@@ -179,9 +179,9 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
   data_dir, tmp_path, monkeypatch
 ):
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
-  real = input_pipeline.train_iterator
+  real = data.train_iterator
 
   def poisoned(*args, **kwargs):
     for step, batch in enumerate(
@@ -194,7 +194,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
         )
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'train_iterator', poisoned)
+  monkeypatch.setattr(data, 'train_iterator', poisoned)
   config = tiny_config(
     data_dir,
     checkpoint_every_steps=2,

@@ -53,12 +53,10 @@ def test_fcn_from_mprnet_through_the_trainer(
   mprnet_run, tmp_path, monkeypatch, caplog
 ):
   source, mprnet = mprnet_run
-  from fcn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
   monkeypatch.setattr(train, 'prepare_datasets', lambda *a: None)
-  monkeypatch.setattr(
-    input_pipeline, 'train_iterator', lambda *a, **k: iter(())
-  )
+  monkeypatch.setattr(data, 'train_iterator', lambda *a, **k: iter(()))
   config = tiny.get_config()
   config.update(init_from=source, num_train_steps=0, eval_datasets=())
   with caplog.at_level(logging.INFO):

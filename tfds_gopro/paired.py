@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
 from etils import epath
+import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
@@ -65,7 +66,11 @@ class Layout:
 
 
 def features() -> tfds.features.FeaturesDict:
-  """The features of every paired builder: `blur`, `sharp` and `id`."""
+  """The features of every paired builder.
+
+  `blur` and `sharp` (PNG), `id`, and the pair's `height` and `width` (so that
+  readers group images by shape without decoding them).
+  """
   return tfds.features.FeaturesDict(
     {
       'blur': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
@@ -73,6 +78,8 @@ def features() -> tfds.features.FeaturesDict:
         shape=(None, None, 3), encoding_format='png'
       ),
       'id': tfds.features.Text(),
+      'height': tfds.features.Scalar(dtype=np.int32),
+      'width': tfds.features.Scalar(dtype=np.int32),
     }
   )
 
@@ -237,7 +244,7 @@ def _inspect_image(path: epath.Path) -> tuple[tuple[int, int] | None, str]:
 def validate_pairs(
   splits: Mapping[str, Sequence[Pair]],
   manual_dir: epath.Path,
-) -> None:
+) -> dict[epath.Path, tuple[int, int]]:
   """Decodes every image and checks each pair, before anything is written.
 
   Each image must be a decodable 8-bit RGB PNG, both images of a pair must
@@ -246,6 +253,9 @@ def validate_pairs(
   Args:
     splits: The pairs of each split.
     manual_dir: The manual download folder, for messages.
+
+  Returns:
+    The (height, width) of every image, by path.
 
   Raises:
     DatasetLayoutError: Listing every problem found, with full file paths.
@@ -286,6 +296,7 @@ def validate_pairs(
     ', '.join(f'{s}: {len(p)}' for s, p in splits.items()),
     time.monotonic() - start,
   )
+  return {path: (size[1], size[0]) for path, (size, _) in results.items()}
 
 
 def _shape(size: tuple[int, int]) -> str:
@@ -358,14 +369,27 @@ class PairedImageBuilder(
     if not manual_dir.is_absolute():  # Messages name files by full path.
       manual_dir = manual_dir.resolve()
     splits = self._find_pairs(manual_dir)
-    validate_pairs(splits, manual_dir)
+    sizes = validate_pairs(splits, manual_dir)
     return {
-      split: self._generate_examples(pairs) for split, pairs in splits.items()
+      split: self._generate_examples(pairs, sizes)
+      for split, pairs in splits.items()
     }
 
   def _generate_examples(
-    self, pairs: Sequence[Pair]
+    self,
+    pairs: Sequence[Pair],
+    sizes: Mapping[epath.Path, tuple[int, int]],
   ) -> Iterator[tuple[str, dict[str, Any]]]:
     for pair in pairs:
+      height, width = sizes[pair.blur]
       # The files are stored as they are: the PNG bytes are not re-encoded.
-      yield pair.id, {'blur': pair.blur, 'sharp': pair.sharp, 'id': pair.id}
+      yield (
+        pair.id,
+        {
+          'blur': pair.blur,
+          'sharp': pair.sharp,
+          'id': pair.id,
+          'height': height,
+          'width': width,
+        },
+      )

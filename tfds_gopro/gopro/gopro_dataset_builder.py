@@ -11,6 +11,12 @@ import tensorflow_datasets as tfds
 from tfds_gopro import paired
 
 _SPLITS = ('train', 'test')
+# The published sizes of the splits (Nah et al., CVPR 2017), facts of the
+# dataset: configs/gopro.py and gopro_release.py turn their epochs into steps
+# with TRAIN_EXAMPLES when they load. A prepared copy's own sizes are in its
+# `builder.info.splits`.
+TRAIN_EXAMPLES = 2103
+TEST_EXAMPLES = 1111
 # Flattened copies name files `<scene>-<frame>.png`, e.g. GOPR0384_11_00-000001.
 _FLAT_NAME = re.compile(r'(?P<scene>.+)-(?P<frame>\d+)')
 
@@ -59,8 +65,12 @@ def _flat_id(blur: epath.Path) -> str:
 class Builder(paired.PairedImageBuilder):
   """GoPro blurred/sharp pairs, from the original tree or a flattened copy."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'Stores each pair\'s height and width (features `height`,'
+    ' `width`).',
+  }
   BUILDER_CONFIGS = [
     tfds.core.BuilderConfig(
       name='blur',
@@ -81,8 +91,9 @@ class Builder(paired.PairedImageBuilder):
   DESCRIPTION = (
     'GoPro dynamic-scene motion deblurring dataset: blurred frames made by '
     'averaging consecutive sharp frames of 240 fps GoPro HERO4 videos, each '
-    'with the sharp middle frame. 2103 train and 1111 test pairs of '
-    '1280x720 RGB images. `id` is `<scene>/<frame>`.'
+    f'with the sharp middle frame. {TRAIN_EXAMPLES} train and'
+    f' {TEST_EXAMPLES} test pairs of 1280x720 RGB images. `id` is'
+    ' `<scene>/<frame>`.'
   )
   HOMEPAGE = 'https://seungjunnah.github.io/Datasets/gopro'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\

@@ -80,6 +80,7 @@ def test_data_source_reads_default_array_record(tmp_path):
     for example in test:
       sharp = make_dummy_data.sharp_image(example['id'].decode())
       np.testing.assert_array_equal(example['sharp'], sharp)
+      assert (example['height'], example['width']) == sharp.shape[:2]
       np.testing.assert_array_equal(
         example['blur'], make_dummy_data.blur_image(sharp, gamma)
       )
@@ -209,7 +210,7 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     ds = tfds.load(f'gopro/{config}', split='train', data_dir=tmp_path)
     assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
   if from_repo_root:
-    assert 'Skipped gopro/blur_gamma/1.0.0: manual_dir' in (
+    assert 'Skipped gopro/blur_gamma/1.1.0: manual_dir' in (
       result.stdout + result.stderr
     )
     assert not tfds.builder('gopro/blur_gamma', data_dir=tmp_path).is_prepared()

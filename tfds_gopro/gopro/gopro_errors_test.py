@@ -164,7 +164,7 @@ def test_blur_gamma_is_skipped_on_the_flat_layout(tmp_path, flat, caplog):
   tfds.builder('gopro/blur_gamma', data_dir=data_dir).download_and_prepare(
     download_config=config
   )
-  assert 'Skipped gopro/blur_gamma/1.0.0' in caplog.text
+  assert 'Skipped gopro/blur_gamma/1.1.0' in caplog.text
   assert f'manual_dir {flat} holds the flattened layout' in caplog.text
   assert not tfds.builder('gopro/blur_gamma', data_dir=data_dir).is_prepared()
   assert not data_dir.exists() or not list(data_dir.rglob('*'))

@@ -82,8 +82,12 @@ def _check_listing(
 class Builder(paired.PairedImageBuilder):
   """HIDE blurred/sharp pairs, from the original tree or a flattened copy."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'Stores each pair\'s height and width (features `height`,'
+    ' `width`).',
+  }
   DESCRIPTION = (
     'HIDE (Human-aware Image DEblurring): blurred frames made by averaging '
     'consecutive frames of 240 fps videos with humans in them, each with a '

@@ -75,6 +75,7 @@ def test_data_source_reads_default_array_record(tmp_path):
   for example in test:
     sharp = make_dummy_data.sharp_image(example['id'].decode().split('/')[-1])
     np.testing.assert_array_equal(example['sharp'], sharp)
+    assert (example['height'], example['width']) == sharp.shape[:2]
     np.testing.assert_array_equal(
       example['blur'], make_dummy_data.blur_image(sharp)
     )

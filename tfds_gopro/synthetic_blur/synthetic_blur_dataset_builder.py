@@ -103,8 +103,12 @@ class Builder(
 ):
   """Blurry/sharp pairs simulated from sharp photos the way GoPro was made."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'Stores each pair\'s height and width (features `height`,'
+    ' `width`).',
+  }
   BUILDER_CONFIGS = [
     SyntheticBlurConfig(
       name='skimage',
@@ -167,6 +171,8 @@ class Builder(
           'blur': image,
           'sharp': image,
           'id': tfds.features.Text(),
+          'height': tfds.features.Scalar(dtype=np.int32),
+          'width': tfds.features.Scalar(dtype=np.int32),
         }
       ),
       supervised_keys=('blur', 'sharp'),
@@ -214,7 +220,16 @@ class Builder(
         rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode()), i])
         blur, sharp = camera_shake.simulate_pair(photo, cfg, rng)
         example_id = f'{key}/{i:03d}'
-        yield example_id, {'blur': blur, 'sharp': sharp, 'id': example_id}
+        yield (
+          example_id,
+          {
+            'blur': blur,
+            'sharp': sharp,
+            'id': example_id,
+            'height': blur.shape[0],
+            'width': blur.shape[1],
+          },
+        )
     if not used:
       raise ValueError(
         f'None of the {len(sources)} photos of a split is at least'

@@ -138,6 +138,7 @@ def test_blur_is_real(built):
     for ex in _examples(built, split):
       blur, sharp = ex['blur'], ex['sharp']
       assert blur.shape == sharp.shape == (32, 48, 3)
+      assert (ex['height'], ex['width']) == (32, 48)
       assert blur.dtype == sharp.dtype == np.uint8
       assert np.abs(blur.astype(int) - sharp).mean() > 2
       assert _laplacian_variance(blur) < 0.6 * _laplacian_variance(sharp)

@@ -1,4 +1,4 @@
-"""Tests of fcn_jax.input_pipeline on tiny datasets built once per module."""
+"""Tests of fcn_jax.data on tiny datasets built once per module."""
 
 import itertools
 import os
@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fcn_jax import input_pipeline as ip
+from fcn_jax import data
+from fcn_jax.data import augment
 from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
 
@@ -28,15 +29,19 @@ with tfds.core.registered.skip_registration():
   class MixedShapes(tfds.core.GeneratorBasedBuilder):
     """Pairs of several sizes (blur = 255 - sharp), read back from files."""
 
-    VERSION = tfds.core.Version('1.0.0')
+    VERSION = tfds.core.Version('1.1.0')
+    SIZES = True  # Whether the examples store their height and width.
 
     def _info(self):
       image = tfds.features.Image(shape=(None, None, 3), encoding_format='png')
+      features = {'blur': image, 'sharp': image, 'id': tfds.features.Text()}
+      if self.SIZES:
+        features.update(
+          height=tfds.features.Scalar(dtype=np.int32),
+          width=tfds.features.Scalar(dtype=np.int32),
+        )
       return tfds.core.DatasetInfo(
-        builder=self,
-        features=tfds.features.FeaturesDict(
-          {'blur': image, 'sharp': image, 'id': tfds.features.Text()}
-        ),
+        builder=self, features=tfds.features.FeaturesDict(features)
       )
 
     def _split_generators(self, dl_manager):
@@ -45,7 +50,14 @@ with tfds.core.registered.skip_registration():
     def _generate_examples(self):
       for i, (h, w) in enumerate(SHAPES):
         sharp = _coded_photo(h, w, i)
-        yield i, {'blur': 255 - sharp, 'sharp': sharp, 'id': f'img{i}'}
+        sizes = dict(height=h, width=w) if self.SIZES else {}
+        yield i, {'blur': 255 - sharp, 'sharp': sharp, 'id': f'img{i}'} | sizes
+
+  class UnsizedShapes(MixedShapes):
+    """MixedShapes as the builders wrote them before they stored sizes."""
+
+    VERSION = tfds.core.Version('1.0.0')
+    SIZES = False
 
 
 @pytest.fixture(scope='module')
@@ -82,7 +94,8 @@ def data_dir(tmp_path_factory) -> str:
   ]
   for config in configs:
     sb.Builder(data_dir=data, config=config).download_and_prepare()
-  MixedShapes(data_dir=data, file_format='array_record').download_and_prepare()
+  for builder in (MixedShapes, UnsizedShapes):
+    builder(data_dir=data, file_format='array_record').download_and_prepare()
   return str(data)
 
 
@@ -91,7 +104,7 @@ ALIGNED = 'synthetic_blur/aligned:train'
 
 
 def _stored(spec, data_dir):
-  name, split = ip.parse_dataset(spec)
+  name, split = data.parse_dataset(spec)
   source = tfds.data_source(name, split=split, data_dir=data_dir)
   return [source[i] for i in range(len(source))]
 
@@ -105,7 +118,7 @@ def _train(data_dir, spec=PIPE, **kwargs):
     global_batch_size=4, crop_size=16, seed=0, process_index=0, process_count=1
   )
   args.update(kwargs)
-  return ip.train_iterator(spec, data_dir, **args)
+  return data.train_iterator(spec, data_dir, **args)
 
 
 def test_tensorflow_sees_no_gpu():
@@ -113,19 +126,19 @@ def test_tensorflow_sees_no_gpu():
 
 
 def test_parse_dataset():
-  assert ip.parse_dataset('gopro/blur:train') == ('gopro/blur', 'train')
-  assert ip.parse_dataset('hide:test') == ('hide', 'test')
-  assert ip.parse_dataset('x:train[:10]') == ('x', 'train[:10]')
-  assert ip.parse_dataset('x:1.0.0:train') == ('x:1.0.0', 'train')
+  assert data.parse_dataset('gopro/blur:train') == ('gopro/blur', 'train')
+  assert data.parse_dataset('hide:test') == ('hide', 'test')
+  assert data.parse_dataset('x:train[:10]') == ('x', 'train[:10]')
+  assert data.parse_dataset('x:1.0.0:train') == ('x:1.0.0', 'train')
   for bad in ('gopro', ':train', 'gopro:'):
     with pytest.raises(ValueError, match='name'):
-      ip.parse_dataset(bad)
+      data.parse_dataset(bad)
 
 
 def test_check_dataset_names_the_build_command(data_dir, tmp_path):
-  ip.check_dataset(PIPE, data_dir)
+  data.check_dataset(PIPE, data_dir)
   with pytest.raises(ValueError) as e:
-    ip.check_dataset('gopro:train', str(tmp_path))
+    data.check_dataset('gopro:train', str(tmp_path))
   message = str(e.value)
   assert '\n' not in message
   assert (
@@ -133,11 +146,11 @@ def test_check_dataset_names_the_build_command(data_dir, tmp_path):
     f' download> --data_dir={tmp_path}'
   ) in message
   with pytest.raises(ValueError, match='--config=blur_gamma'):
-    ip.check_dataset('gopro/blur_gamma:test', str(tmp_path))
+    data.check_dataset('gopro/blur_gamma:test', str(tmp_path))
   with pytest.raises(ValueError, match='tfds build tfds_gopro/synthetic_blur'):
-    ip.check_dataset('synthetic_blur/nothere:train', data_dir)
+    data.check_dataset('synthetic_blur/nothere:train', data_dir)
   with pytest.raises(ValueError, match='no split'):
-    ip.check_dataset('synthetic_blur/pipe:validation', data_dir)
+    data.check_dataset('synthetic_blur/pipe:validation', data_dir)
 
 
 def test_prepare_synthetic(data_dir, tmp_path, monkeypatch):
@@ -147,18 +160,20 @@ def test_prepare_synthetic(data_dir, tmp_path, monkeypatch):
     'download_and_prepare',
     lambda self, **kw: built.append(self.builder_config.name),
   )
-  ip.prepare_synthetic('synthetic_blur:train', str(tmp_path))
+  data.prepare_synthetic('synthetic_blur:train', str(tmp_path))
   assert built == ['skimage']  # The default config, missing: built.
-  ip.prepare_synthetic('synthetic_blur/pipe:train', data_dir)  # Prepared.
-  ip.prepare_synthetic('synthetic_blur/other:train', data_dir)  # JSON config.
-  ip.prepare_synthetic('gopro:train', str(tmp_path))  # Not synthetic.
+  data.prepare_synthetic('synthetic_blur/pipe:train', data_dir)  # Prepared.
+  data.prepare_synthetic('synthetic_blur/other:train', data_dir)  # JSON config.
+  data.prepare_synthetic('gopro:train', str(tmp_path))  # Not synthetic.
   assert built == ['skimage']
 
 
 def test_num_examples_and_ids(data_dir):
-  assert ip.num_examples(PIPE, data_dir) == 6
-  assert ip.num_examples('synthetic_blur/pipe:test', data_dir) == 2
-  ids = ip.eval_ids(PIPE, data_dir)
+  assert data.num_examples(PIPE, data_dir) == 6
+  assert data.num_examples('synthetic_blur/pipe:test', data_dir) == 2
+  assert data.num_examples('synthetic_blur/pipe:train[1:5]', data_dir) == 4
+  assert data.num_examples('synthetic_blur/pipe:train[:50%]', data_dir) == 3
+  ids = data.eval_ids(PIPE, data_dir)
   assert ids == [ex['id'].decode() for ex in _stored(PIPE, data_dir)]
 
 
@@ -285,7 +300,7 @@ def test_crops_larger_than_the_images_are_reflect_padded(data_dir):
 def _run_eval(spec, data_dir, global_batch_size, process_count):
   per_host = [
     list(
-      ip.eval_iterator(
+      data.eval_iterator(
         spec,
         data_dir,
         global_batch_size=global_batch_size,
@@ -345,7 +360,7 @@ def test_eval_on_synthetic_blur(data_dir):
     np.testing.assert_array_equal(
       np.round(b['blur'][i] * 255), stored[i]['blur']
     )
-  assert ip.eval_ids('synthetic_blur/pipe:test', data_dir) == [
+  assert data.eval_ids('synthetic_blur/pipe:test', data_dir) == [
     ex['id'].decode() for ex in stored
   ]
 
@@ -373,7 +388,7 @@ def test_saturation_matches_pil_exactly():
   )
   for image in images:
     ds = tf.data.Dataset.from_tensor_slices(factors).map(
-      lambda f, x=image: ip.saturate(tf.constant(x), f)
+      lambda f, x=image: data.saturate(tf.constant(x), f)
     )
     for factor, ours in zip(factors, ds.as_numpy_iterator()):
       expected = _pil_saturation(image, float(factor))
@@ -381,7 +396,7 @@ def test_saturation_matches_pil_exactly():
       np.testing.assert_array_equal(ours, expected, err_msg=f'{factor}')
   # Grey is a fixed point (the luma of (v, v, v) is v).
   grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, -1)
-  np.testing.assert_array_equal(ip.saturate(grey, 1.17).numpy(), grey)
+  np.testing.assert_array_equal(data.saturate(grey, 1.17).numpy(), grey)
 
 
 def test_symmetries_are_the_releases_outcomes():
@@ -400,16 +415,16 @@ def test_symmetries_are_the_releases_outcomes():
     torch.rot90(chw.flip(2), dims=(1, 2)),
     chw,
   ]
-  assert len(ip.SYMMETRIES) == len(release) == 9
+  assert len(data.SYMMETRIES) == len(release) == 9
   for k, expected in enumerate(release):
-    ours = ip.apply_symmetry(tf.constant(image), tf.constant(k)).numpy()
+    ours = data.apply_symmetry(tf.constant(image), tf.constant(k)).numpy()
     np.testing.assert_array_equal(
       ours, expected.permute(1, 2, 0).numpy(), err_msg=f'outcome {k}'
     )
   # Outcomes 1..7 are the 7 non-identity symmetries of the square.
   square = image[:5, :5]
   results = {
-    ip.apply_symmetry(tf.constant(square), k).numpy().tobytes()
+    data.apply_symmetry(tf.constant(square), k).numpy().tobytes()
     for k in range(9)
   }
   assert len(results) == 8
@@ -422,11 +437,11 @@ def test_symmetry_draw_has_identity_twice_as_often():
   grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
   pair = tf.constant(np.repeat(grey[..., None], 6, -1))
   outcomes = {
-    ip.apply_symmetry(pair, k).numpy()[..., 0].tobytes(): k for k in range(8)
+    data.apply_symmetry(pair, k).numpy()[..., 0].tobytes(): k for k in range(8)
   }
   n = 1800
   ds = tf.data.Dataset.range(n).map(
-    lambda j: ip._augment(
+    lambda j: augment.augment_pair(
       pair, tf.stack([tf.constant(7, tf.int64), j]), 16, True
     )[1]
   )
@@ -444,7 +459,7 @@ def test_resize_patches(data_dir):
   rng = np.random.default_rng(1)
   image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
   pair = tf.constant(np.concatenate([image, 255 - image], -1))
-  blur, sharp = ip._augment(
+  blur, sharp = augment.augment_pair(
     pair, tf.constant([0, 0], tf.int64), 16, False, 'resize'
   )
   pil = np.asarray(
@@ -504,24 +519,66 @@ def test_decoded_cache_holds_the_decoded_pairs_and_is_built_once(
 ):
   spec = 'mixed_shapes:test'
   cache = tmp_path / 'decoded'
-  path, index = ip.build_decoded_cache(spec, data_dir, str(cache))
-  data = np.fromfile(path, np.uint8)
+  path, index = data.build_decoded_cache(spec, data_dir, str(cache))
+  raw = np.fromfile(path, np.uint8)
   for ex, offset, shape in zip(
     _stored(spec, data_dir), index['offsets'], index['shapes']
   ):
-    pair = data[offset : offset + ex['blur'].size * 2].reshape(*shape, 6)
+    pair = raw[offset : offset + ex['blur'].size * 2].reshape(*shape, 6)
     np.testing.assert_array_equal(pair[..., :3], ex['blur'])
     np.testing.assert_array_equal(pair[..., 3:], ex['sharp'])
   assert sorted(p.name for p in cache.iterdir()) == sorted(
     [os.path.basename(path), os.path.basename(path)[:-3] + '.json']
   )
   stamp = os.stat(path).st_mtime_ns
-  assert ip.build_decoded_cache(spec, data_dir, str(cache))[0] == path
+  assert data.build_decoded_cache(spec, data_dir, str(cache))[0] == path
   assert os.stat(path).st_mtime_ns == stamp  # Reused, not rewritten.
   # A truncated data file is not trusted: the cache is made again.
   with open(path, 'r+b') as f:
     f.truncate(10)
-  ip.build_decoded_cache(spec, data_dir, str(cache))
-  np.testing.assert_array_equal(np.fromfile(path, np.uint8), data)
+  data.build_decoded_cache(spec, data_dir, str(cache))
+  np.testing.assert_array_equal(np.fromfile(path, np.uint8), raw)
   with pytest.raises(ValueError, match='local folder'):
-    ip.build_decoded_cache(spec, data_dir, 'gs://bucket/decoded')
+    data.build_decoded_cache(spec, data_dir, 'gs://bucket/decoded')
+
+
+def test_a_dataset_of_an_older_version_names_the_rebuild_command(
+  data_dir, tmp_path
+):
+  """GoPro prepared only at 1.0.0 (no height/width): one line, the command."""
+  old = tmp_path / 'gopro' / 'blur' / '1.0.0'
+  old.mkdir(parents=True)
+  built = os.path.join(data_dir, 'synthetic_blur', 'pipe', '1.1.0')
+  for name in os.listdir(built):
+    (old / name).write_bytes(open(os.path.join(built, name), 'rb').read())
+  with pytest.raises(ValueError) as e:
+    data.check_dataset('gopro:test', str(tmp_path))
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'prepared at version 1.0.0, not 1.1.0' in message
+  assert 'height and width' in message
+  assert message.endswith(
+    'rebuild it with: tfds build tfds_gopro/gopro --manual_dir=<folder with'
+    f' the gopro download> --data_dir={tmp_path}'
+  )
+
+
+def test_eval_of_a_dataset_without_sizes_names_the_rebuild_command(data_dir):
+  spec = 'unsized_shapes:test'
+  data.check_dataset(spec, data_dir)  # It reads, and trains.
+  _take(_train(data_dir, spec), 1)
+  with pytest.raises(ValueError) as e:
+    next(iter(data.eval_iterator(spec, data_dir, global_batch_size=2)))
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'stores no image sizes (height, width)' in message
+  assert 'version 1.0.0' in message and 'tfds build' in message
+
+
+def test_eval_shapes_are_the_stored_sizes(data_dir):
+  """The plan's shapes (from height/width) are the decoded images' shapes."""
+  spec = 'mixed_shapes:test'
+  stored = _stored(spec, data_dir)
+  for ex, (h, w) in zip(stored, SHAPES):
+    assert ex['sharp'].shape == (h, w, 3)
+    assert (ex['height'], ex['width']) == (h, w)
