@@ -25,10 +25,11 @@ import optax
 import tensorflow_datasets as tfds
 
 from configs import demo
+from fcn_jax import data
+from fcn_jax import distributed
 from fcn_jax import losses
 from fcn_jax import metrics
 from fcn_jax import train
-from fcn_jax import data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -82,9 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   config.num_train_steps = args.steps
   if args.learning_rate:
     config.optimizer.learning_rate = args.learning_rate
-  specs = (config.train_dataset, config.eval_datasets[0])
+  specs = (config.train_dataset, config.evals[config.best_eval].dataset)
   try:
-    train.prepare_datasets(config, specs)
+    distributed.prepare_datasets(specs, config.data_dir)
   except train.ConfigError as e:
     parser.exit(2, f'demo_baseline.py: {e}\n')
   train_blur, train_sharp = load_pairs(specs[0], config.data_dir)

@@ -2,6 +2,7 @@ r"""The one prepared accelerator check: one command, at most 8 minutes, one Mark
 
   python bench/device_check.py --torch_ref=/path/to/FCN --markdown_out=check.md
   python bench/device_check.py --smoke        # the CPU, tiny sizes (make test)
+  PYTHONPATH=. python bench/device_check.py   # a checkout, package not installed
 
 Parts, each in a fresh process with its own time budget (a part that runs
 out of time or memory is reported as such and the others still run):
@@ -26,19 +27,20 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import pathlib
 import sys
 import time
 import warnings
 from typing import Any, Optional, Sequence
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's fcn_jax and bench
+import numpy as np
 
-import numpy as np  # noqa: E402
+try:  # imported as bench.<name> (tests), or run as bench/<name>.py
+  from bench import reference
+  from bench import report
+except ImportError:
+  import reference  # pytype: disable=import-error
+  import report  # pytype: disable=import-error
 
-from bench import reference  # noqa: E402
-from bench import report  # noqa: E402
 
 # Remat variants: name -> config.model fields. A new variant is one line.
 REMAT = {
@@ -91,7 +93,9 @@ def train_part(
 ) -> dict:
   """The trainer's step at the largest batch that fits: one row."""
   jax = _setup(cache_dir)
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train_state  # pylint: disable=g-import-not-at-top
   from fcn_jax.cpu import compiler_options  # pylint: disable=g-import-not-at-top
   from fcn_jax.models import presets  # pylint: disable=g-import-not-at-top
 
@@ -100,7 +104,7 @@ def train_part(
   config = reference.release_config(
     presets.PRESETS[s['widths']], **REMAT[remat]
   )
-  model = train.create_model(config, dtype=dtype)
+  model = models.model_from_config(config, dtype=dtype)
   tx = train.create_optimizer(config)
   step = jax.jit(
     functools.partial(
@@ -113,7 +117,7 @@ def train_part(
     donate_argnums=(0,),
     compiler_options=compiler_options(),
   )
-  init = jax.jit(lambda r: train.create_train_state(r, model, tx, config))
+  init = jax.jit(lambda r: train_state.create_train_state(r, model, tx, config))
   _, limit = report.device_memory()
   per_image = PER_IMAGE_GIB.get((dtype, remat), PER_IMAGE_REMAT_GIB[dtype])
   guess = int(0.85 * limit / (per_image * 2**30)) if limit else 1
@@ -196,10 +200,10 @@ def infer_part(s: dict, cache_dir: Optional[str]) -> list[dict]:
       row['error'] = 'out of time'
       continue
     try:
-      from fcn_jax import train  # pylint: disable=g-import-not-at-top
+      from fcn_jax import models  # pylint: disable=g-import-not-at-top
 
-      model = train.create_model(config, dtype=dtype)
-      params = jax.jit(functools.partial(train.init_params, model))(
+      model = models.model_from_config(config, dtype=dtype)
+      params = jax.jit(functools.partial(models.init_params, model))(
         jax.random.key(0)
       )
       if tiled:
@@ -229,18 +233,18 @@ def infer_part(s: dict, cache_dir: Optional[str]) -> list[dict]:
 def eval_part(s: dict, cache_dir: Optional[str]) -> dict:
   """The evaluator's step (restore + PSNR/SSIM) on 720x1280 batches, images/s."""
   jax = _setup(cache_dir)
-  from fcn_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  from fcn_jax.evaluators import full_image  # pylint: disable=g-import-not-at-top
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
   from fcn_jax.models import presets  # pylint: disable=g-import-not-at-top
 
   start, budget = time.perf_counter(), s['budgets']['eval']
   config = reference.release_config(presets.PRESETS[s['widths']])
-  model = train.create_model(config)
-  params = jax.jit(functools.partial(train.init_params, model))(
+  model = models.model_from_config(config)
+  params = jax.jit(functools.partial(models.init_params, model))(
     jax.random.key(0)
   )
   mesh = jax.make_mesh((jax.device_count(),), ('data',))
-  step = evaluation.make_eval_step(model, mesh)
+  step = full_image.make_eval_step(model, mesh)
   h, w = s['frame']
   batch = s['eval_batch']
   rng = np.random.default_rng(0)
@@ -273,13 +277,13 @@ def torch_part(s: dict, ref: str, batches: dict) -> list[dict]:
   import jax  # pylint: disable=g-import-not-at-top
 
   jax.config.update('jax_platforms', 'cpu')  # JAX only draws the weights here
-  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
   from fcn_jax.models import presets  # pylint: disable=g-import-not-at-top
 
   start, budget = time.perf_counter(), s['budgets']['torch']
   config = reference.release_config(presets.PRESETS[s['widths']])
-  model = train.create_model(config)
-  params = jax.jit(functools.partial(train.init_params, model))(
+  model = models.model_from_config(config)
+  params = jax.jit(functools.partial(models.init_params, model))(
     jax.random.key(0)
   )
   runner = reference.Reference(

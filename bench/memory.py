@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from fcn_jax import models
 from fcn_jax import train
-from fcn_jax.models import compiler_options
+from fcn_jax import train_state
+from fcn_jax.cpu import compiler_options
 
 VARIANTS = {  # name: (compute dtype, rematerialise)
   'fp32': ('float32', False),
@@ -63,10 +65,11 @@ _REMAT = flags.DEFINE_list(
 
 def step_memory(config, batch_size: int) -> dict[str, int]:
   """Bytes of the compiled train step of `config` at `batch_size`."""
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = train.create_optimizer(config)
   state = jax.eval_shape(
-    lambda r: train.create_train_state(r, model, tx, config), jax.random.key(0)
+    lambda r: train_state.create_train_state(r, model, tx, config),
+    jax.random.key(0),
   )
   crop = config.crop_size
   batch = {

@@ -159,7 +159,9 @@ def goal(value: Optional[float], target: float, higher: bool = True) -> str:
   """'met' / 'not met' / 'n/a' of `value` against a goal."""
   if value is None:
     return 'n/a'
-  return 'met' if (value >= target if higher else value <= target) else 'not met'
+  return (
+    'met' if (value >= target if higher else value <= target) else 'not met'
+  )
 
 
 def machine_lines() -> list[str]:

@@ -40,17 +40,21 @@ import time
 import warnings
 from typing import Any, Optional, Sequence
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's fcn_jax and bench
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+try:  # imported as bench.<name> (tests), or run as bench/<name>.py
+  from bench import reference
+  from bench import report
+except ImportError:
+  import reference  # pytype: disable=import-error
+  import report  # pytype: disable=import-error
 
-from bench import reference  # noqa: E402
-from bench import report  # noqa: E402
-from fcn_jax import train  # noqa: E402
-from fcn_jax.cpu import compiler_options  # noqa: E402
-from fcn_jax.models import presets  # noqa: E402
+from fcn_jax import models
+from fcn_jax import train
+from fcn_jax import train_state
+from fcn_jax.cpu import compiler_options
+from fcn_jax.models import presets
 
 MODELS = presets.PRESETS  # --config=NAME: the release's recipe at these widths
 PARAMS_SEED = 0  # the key of the weights every case starts from
@@ -158,8 +162,8 @@ def jax_precision(dtype: str, tf32: bool) -> str:
 
 
 def _params(config: Any) -> Any:
-  model = train.create_model(config)
-  return jax.jit(functools.partial(train.init_params, model))(
+  model = models.model_from_config(config)
+  return jax.jit(functools.partial(models.init_params, model))(
     jax.random.key(PARAMS_SEED)
   )
 
@@ -170,7 +174,9 @@ def run_jax(
   """Times one case in JAX; returns the result and (inference) the final output."""
   precision = None if tf32 else 'highest'
   result = Result('jax', case, jax_precision(case.dtype, tf32))
-  model = train.create_model(config, dtype=case.dtype, precision=precision)
+  model = models.model_from_config(
+    config, dtype=case.dtype, precision=precision
+  )
   blur, sharp = _inputs(case)
   options = compiler_options()
   if case.mode == 'infer':
@@ -181,9 +187,9 @@ def run_jax(
     args = [params, jax.device_put(blur)]
   else:
     tx = train.create_optimizer(config)
-    state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
-      jax.random.key(PARAMS_SEED)
-    )
+    state = jax.jit(
+      lambda r: train_state.create_train_state(r, model, tx, config)
+    )(jax.random.key(PARAMS_SEED))
     step = functools.partial(
       train.train_step,
       model=model,

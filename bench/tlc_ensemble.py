@@ -1,8 +1,8 @@
 """Benchmark: plain vs TLC vs x8 ensemble evaluation of one checkpoint.
 
 Evaluates the checkpoint `fcn_jax.checkpoint.find(--workdir)` picks on every
-image of --dataset at full resolution through `fcn_jax.evaluation.
-evaluate_dataset` (all devices on one data axis, as --mode=eval does): plainly,
+image of --dataset at full resolution through `fcn_jax.evaluators.
+full_image.evaluate_dataset` (all devices on one data axis, as --mode=eval does): plainly,
 with test-time local statistics (TLC) at each --tlc_sizes (the model's
 `tlc_train_size`), and with --ensemble also with the x8 geometric
 self-ensemble. Prints a Markdown table to stdout.
@@ -26,8 +26,9 @@ import jax
 from jax.experimental import multihost_utils
 
 from fcn_jax import checkpoint
-from fcn_jax import evaluation
-from fcn_jax import train
+from fcn_jax import distributed
+from fcn_jax import models
+from fcn_jax.evaluators import full_image
 
 
 class _TimedStep:
@@ -69,16 +70,10 @@ def run(
   ensemble: bool,
 ) -> dict:
   """One full evaluation; its summary with the label and timings added."""
-  step = _TimedStep(evaluation.make_eval_step(model, mesh, ensemble=ensemble))
+  step = _TimedStep(full_image.make_eval_step(model, mesh, ensemble=ensemble))
   start = time.perf_counter()
-  summary, _ = evaluation.evaluate_dataset(
-    dataset,
-    data_dir,
-    params,
-    model,
-    mesh,
-    global_batch_size=batch_size,
-    step_fn=step,
+  summary, _ = full_image.evaluate_dataset(
+    dataset, data_dir, params, mesh, step, global_batch_size=batch_size
   )
   summary.update(
     label=label,
@@ -163,8 +158,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 
   from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
-  mesh = train.make_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mesh = distributed.make_mesh()
+  replicated = distributed.replicated(mesh)
   try:
     params, saved = checkpoint.load_params(args.workdir, sharding=replicated)
     if jax.process_index() == 0:  # builds a missing synthetic_blur config
@@ -184,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     methods.append(('x8 ensemble', plain, True))
   rows = []
   for label, fields, ensemble in methods:
-    model = checkpoint.model_from_config(saved, **overrides, **fields)
+    model = models.model_from_config(saved, **overrides, **fields)
     rows.append(
       run(
         label,

@@ -27,7 +27,9 @@ import numpy as np
 
 from configs import gopro
 from configs import tiny
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
 from fcn_jax.cpu import compiler_options
 
 
@@ -54,12 +56,12 @@ def _cpu_model() -> str:
 
 def measure(config, steps: int, warmup: int, seed: int = 0) -> dict:
   """Compile time, first step and step times of the trainer's step for `config`."""
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = train.create_optimizer(config)
   lr_fn = train.create_learning_rate_fn(config)
   start = time.perf_counter()
   state = jax.block_until_ready(
-    jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
+    jax.jit(lambda r: train_state.create_train_state(r, model, tx, config))(
       jax.random.key(seed)
     )
   )

@@ -6,6 +6,7 @@ Not a run by itself: use configs/gopro.py, gopro_release.py, demo.py or tiny.py.
 import ml_collections
 from ml_collections import config_dict
 
+from fcn_jax import evaluators
 from fcn_jax.models import presets
 
 
@@ -37,7 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Data: TFDS names (`name[/config]:split`) prepared in data_dir.
   config.data_dir = '~/tensorflow_datasets'
   config.train_dataset = 'gopro/blur:train'
-  config.eval_datasets = ('gopro/blur:test', 'hide:test')
   config.batch_size = 16  # global, over all devices and hosts
   config.eval_batch_size = 8  # global
   config.crop_size = 256
@@ -52,16 +52,24 @@ def get_config() -> ml_collections.ConfigDict:
   # Schedule, in steps.
   config.num_train_steps = 0  # set by each config
   config.log_every_steps = 100
-  config.eval_every_steps = 0  # 0: evaluate only at the end
-  # A second, denser evaluation period from a step on (the paper: every 15
-  # epochs after epoch 300); 0 disables it.
-  config.eval_every_steps_late = 0
-  config.eval_late_from_step = 0
   config.checkpoint_every_steps = 1000
-  config.num_eval_images_logged = 3  # blurry | restored | sharp triplets
-  # When an evaluation (of eval_datasets[0]) becomes the new best checkpoint:
+
+  # Evaluators by name (fcn_jax/evaluators/): each has its type, dataset,
+  # schedule (every_steps, 0: only at the end; every_steps_late from
+  # late_from_step on) and options; e.g. --config.evals.gopro.ensemble=True.
+  # They run in their order here; results go to workdir/eval/<dataset>/ and
+  # the eval_<dataset>_* scalars.
+  config.evals = ml_collections.ConfigDict(
+    dict(
+      gopro=evaluators.evaluator_config('full_image', 'gopro/blur:test'),
+      hide=evaluators.evaluator_config('full_image', 'hide:test'),
+    ),
+    sort_keys=False,  # run in this order
+  )
+  # The evaluator whose results pick the best checkpoint, by best_rule:
   # 'psnr' (higher PSNR, as the release) or 'psnr_and_ssim' (both PSNR and
   # MATLAB-convention SSIM above the best's, the paper's section 4.2).
+  config.best_eval = 'gopro'
   config.best_rule = 'psnr'
 
   config.seed = 1234
@@ -92,16 +100,25 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  # Evaluation options (also for --mode=eval).
+  # The fields config.evals replaced, kept so that old configs and command
+  # lines (--config.eval_datasets=..., --config.eval.center_crop=256) still
+  # run: when set, evaluators.translate_legacy moves them into config.evals
+  # (eval_datasets: one evaluator per dataset, the first picks the best; the
+  # others: that field of every evaluator).
+  config.eval_datasets = config_dict.placeholder(tuple)
+  for field in (
+    'eval_every_steps',
+    'eval_every_steps_late',
+    'eval_late_from_step',
+    'num_eval_images_logged',
+  ):
+    config[field] = config_dict.placeholder(int)
   config.eval = ml_collections.ConfigDict(
     dict(
-      ensemble=False,  # x8 geometric self-ensemble
-      save_images=False,  # write restored PNGs under workdir/eval/
-      # The release's validation: the central crop x crop window of each image
-      # (None: whole images) and PSNR/SSIM of the float output (False) rather
-      # than of its 8-bit levels (True).
+      ensemble=config_dict.placeholder(bool),
+      save_images=config_dict.placeholder(bool),
       center_crop=config_dict.placeholder(int),
-      quantize=True,
+      quantize=config_dict.placeholder(bool),
     )
   )
   return config

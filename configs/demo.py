@@ -10,7 +10,10 @@ summary (restored against blurry, PSNR and both SSIMs) and an image grid
   python main.py --config=configs/demo.py --workdir=runs/demo     # or: make demo
 """
 
+import ml_collections
+
 from configs import default
+from fcn_jax import evaluators
 from fcn_jax.models import presets
 
 
@@ -19,15 +22,24 @@ def get_config():
   config.model.update(presets.DEMO)
   config.data_dir = 'runs/data'
   config.train_dataset = 'synthetic_blur/mild:train'
-  config.eval_datasets = ('synthetic_blur/mild:test',)
+  config.evals = ml_collections.ConfigDict(
+    dict(
+      mild=evaluators.evaluator_config(
+        'full_image',
+        'synthetic_blur/mild:test',
+        every_steps=400,
+        num_images_logged=6,  # also runs/demo/eval/<dataset>/grid.png
+      )
+    ),
+    sort_keys=False,
+  )
+  config.best_eval = 'mild'
   config.batch_size = 8
   config.eval_batch_size = 8
   config.crop_size = 64
   config.num_train_steps = 800
   config.log_every_steps = 50
-  config.eval_every_steps = 400
   config.checkpoint_every_steps = 100
-  config.num_eval_images_logged = 6  # also runs/demo/eval/<dataset>/grid.png
   config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 50

@@ -25,15 +25,19 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  spe = default.gopro_steps_per_epoch(config.batch_size)  # 132 steps per epoch
-  config.num_train_steps = 600 * spe
+  steps_per_epoch = default.gopro_steps_per_epoch(
+    config.batch_size
+  )  # 132 steps per epoch
+  config.num_train_steps = 600 * steps_per_epoch
   config.optimizer.schedule = 'step'
-  config.optimizer.decay_every_steps = 200 * spe
-  config.eval_every_steps = 50 * spe
-  config.eval_every_steps_late = 15 * spe
-  config.eval_late_from_step = 300 * spe
-  config.checkpoint_every_steps = 5 * spe
-  config.eval_datasets = ('gopro/blur:test',)
+  config.optimizer.decay_every_steps = 200 * steps_per_epoch
+  config.checkpoint_every_steps = 5 * steps_per_epoch
+  del config.evals['hide']  # the paper selects on GoPro alone
+  config.evals.gopro.update(
+    every_steps=50 * steps_per_epoch,
+    every_steps_late=15 * steps_per_epoch,
+    late_from_step=300 * steps_per_epoch,
+  )
   config.loss.trust = 'learned'
   config.train_patch = 'crop'
   config.best_rule = 'psnr_and_ssim'

@@ -24,14 +24,14 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  spe = default.gopro_steps_per_epoch(config.batch_size)
-  config.num_train_steps = 3000 * spe
+  steps_per_epoch = default.gopro_steps_per_epoch(config.batch_size)
+  config.num_train_steps = 3000 * steps_per_epoch
   config.optimizer.schedule = 'warmup_cosine'
-  config.optimizer.warmup_steps = 3 * spe
+  config.optimizer.warmup_steps = 3 * steps_per_epoch
   config.optimizer.end_learning_rate = 1e-6
-  config.eval_every_steps = 20 * spe
-  config.checkpoint_every_steps = 5 * spe
-  config.eval_datasets = ('gopro/blur:test',)
+  config.checkpoint_every_steps = 5 * steps_per_epoch
+  del config.evals['hide']
+  config.evals.gopro.every_steps = 20 * steps_per_epoch
   config.loss.trust = 'fixed'
   config.train_patch = 'crop'
   config.best_rule = 'psnr'

@@ -7,7 +7,10 @@ photographs (built on first use, no download). The tests use it.
       --config.data_dir=/tmp/fcn_tiny_data
 """
 
+import ml_collections
+
 from configs import default
+from fcn_jax import evaluators
 from fcn_jax.models import presets
 
 
@@ -16,15 +19,24 @@ def get_config():
   config.model.update(presets.TINY)
   config.data_dir = '/tmp/fcn_jax_tiny_data'
   config.train_dataset = 'synthetic_blur/tiny:train'
-  config.eval_datasets = ('synthetic_blur/tiny:test',)
+  config.evals = ml_collections.ConfigDict(
+    dict(
+      tiny=evaluators.evaluator_config(
+        'full_image',
+        'synthetic_blur/tiny:test',
+        every_steps=6,
+        num_images_logged=2,
+      )
+    ),
+    sort_keys=False,
+  )
+  config.best_eval = 'tiny'
   config.batch_size = 4
   config.eval_batch_size = 4
   config.crop_size = 32
   config.num_train_steps = 12
   config.log_every_steps = 4
-  config.eval_every_steps = 6
   config.checkpoint_every_steps = 4
-  config.num_eval_images_logged = 2
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = 'step'
   config.optimizer.decay_every_steps = 8

@@ -11,6 +11,7 @@ Each step holds the items
   config   the run's config as JSON; `config['model']` rebuilds the FCN
   meta     JSON: step, data position (training samples consumed), metrics
   train    training only: optimizer state and trust-ratio logits
+           (`fcn_jax.train_state` knows its fields)
 so prediction, evaluation and fine-tuning rebuild the model from DIR alone.
 `warm_start` starts a different model (e.g. FCN from converted MPRNet
 weights) from the modules the two share.
@@ -26,7 +27,7 @@ from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
-from fcn_jax.models import FCN
+from fcn_jax.models import FCN, model_from_config
 
 LATEST = 'checkpoints'
 BEST = 'best'
@@ -90,71 +91,7 @@ def save(
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 
-def split_train_state(state: Any) -> tuple[Any, dict]:
-  """(params, train) items of a training state (`fcn_jax.train.TrainState`)."""
-  return state.params['net'], {
-    'step': state.step,
-    'trust': state.params['trust'],
-    'opt_state': state.opt_state,
-  }
-
-
-def save_train_state(
-  manager: ocp.CheckpointManager,
-  state: Any,
-  *,
-  config: dict,
-  batch_size: int,
-  metrics: Optional[dict] = None,
-) -> None:
-  """Saves a training state at its step, with the data position and metrics."""
-  step = int(state.step)
-  params, train = split_train_state(state)
-  meta = {
-    'samples_seen': step * batch_size,
-    **({'metrics': metrics} if metrics else {}),
-  }
-  save(
-    manager,
-    step,
-    params=params,
-    train=train,
-    config=config,
-    meta=meta,
-    metrics=metrics,
-  )
-
-
-def restore_train_state(
-  manager: ocp.CheckpointManager,
-  abstract: Any,
-  sharding: jax.sharding.Sharding,
-  step: Optional[int] = None,
-) -> Any:
-  """The training state saved at `step` (default: the latest), placed with
-  `sharding`; `abstract` (e.g. from `jax.eval_shape`) gives its structure."""
-  step = manager.latest_step() if step is None else step
-  target = jax.tree.map(
-    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-    abstract,
-  )
-  params, train = split_train_state(target)
-  restored = manager.restore(
-    step,
-    args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(params),
-      train=ocp.args.StandardRestore(train),
-    ),
-  )
-  train = restored['train']
-  return abstract.replace(
-    step=train['step'],
-    opt_state=train['opt_state'],
-    params={'net': restored['params'], 'trust': train['trust']},
-  )
-
-
-def best_metrics(manager: ocp.CheckpointManager) -> Optional[dict]:
+def read_metrics(manager: ocp.CheckpointManager) -> Optional[dict]:
   """The metrics stored with the manager's latest step (None without one)."""
   step = manager.latest_step()
   if step is None:
@@ -191,16 +128,6 @@ def read_config(
   return mngr.restore(
     step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
   )['config']
-
-
-def model_from_config(config: dict, **overrides) -> FCN:
-  """The FCN described by `config['model']` (JSON lists become tuples)."""
-  fields = {
-    k: tuple(v) if isinstance(v, list) else v
-    for k, v in dict(config['model']).items()
-  }
-  fields.update(overrides)
-  return FCN(**fields)
 
 
 def abstract_params(

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from fcn_jax import checkpoint
 from fcn_jax import image_io
+from fcn_jax import models
 
 FLAGS = flags.FLAGS
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -60,7 +61,7 @@ def export_restore(
 ) -> jax.export.Exported:
   """The `jax.export.Exported` restore function of `workdir`'s checkpoint."""
   params, config = checkpoint.load_params(workdir)
-  model = checkpoint.model_from_config(config)
+  model = models.model_from_config(config)
   if model.tlc_train_size is not None:  # pools over sizes that depend on h, w
     model = model.clone(tlc_train_size=None)
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import checkpoint
+from fcn_jax import cpu
 from fcn_jax import image_io
 from fcn_jax import models
 
@@ -258,7 +259,7 @@ def restore_tiled(
   return jnp.clip(acc[:, :h, :w] / norm[None, :, :, None], 0.0, 1.0)
 
 
-# Built on first use, once JAX's backend is known (models.compiler_options).
+# Built on first use, once JAX's backend is known (cpu.compiler_options).
 # Models are hashable: equal models (and options) share one trace per shape.
 @functools.cache
 def _restore_jit() -> Any:
@@ -266,7 +267,7 @@ def _restore_jit() -> Any:
     restore,
     static_argnums=0,
     static_argnames='ensemble',
-    compiler_options=models.compiler_options(),
+    compiler_options=cpu.compiler_options(),
   )
 
 
@@ -276,7 +277,7 @@ def _restore_tiled_jit() -> Any:
     restore_tiled,
     static_argnums=0,
     static_argnames=('tile', 'overlap', 'ensemble'),
-    compiler_options=models.compiler_options(),
+    compiler_options=cpu.compiler_options(),
   )
 
 
@@ -415,7 +416,7 @@ def load(
   """
   params, config = checkpoint.load_params(workdir)
   overrides = {} if dtype is None else {'dtype': dtype}
-  model = checkpoint.model_from_config(config, **overrides)
+  model = models.model_from_config(config, **overrides)
   return Deblurrer(
     model,
     params,

@@ -1,12 +1,16 @@
-"""Training and evaluation of FCN: one sharded, jit-compiled loop.
+"""Training of FCN: one sharded, jit-compiled loop.
 
-`train_and_evaluate` reads top to bottom: checks, mesh, model and optimizer,
-state (jit-initialised with out_shardings, or restored), input, the loop
-(update, logging, checkpoints, evaluations). The step functions above it are
-small and testable and import no TensorFlow, clu or ml_collections (an
-accelerator image with only JAX, Flax, Optax and Orbax runs them): the input
-pipeline and clu's metric writers, periodic actions and parameter overview are
-imported only inside `train_and_evaluate` / `evaluate`.
+`train_and_evaluate` reads top to bottom as named steps: resolve the config
+(`resolve`: checks, data dir, mesh and shardings), restore or create the state
+(`restore_or_create`), the input, then the loop: step, guard against NaN/Inf
+(`NonFiniteGuard`), and the periodic actions (`itstime`): logging,
+evaluations (`fcn_jax.evaluators`, the best checkpoint kept by `BestKeeper`)
+and checkpoints. The state and its checkpoint layout are
+`fcn_jax.train_state`. The pieces import no TensorFlow: the input pipeline
+and clu's metric writers, periodic actions and parameter overview are
+imported only inside `train_and_evaluate`, and the step imports no clu or
+ml_collections (an accelerator image with only JAX, Flax, Optax and Orbax runs
+it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import dataclasses
 import functools
 import itertools
 import signal
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from absl import logging
 from etils import epath
@@ -29,41 +33,24 @@ import optax
 import orbax.checkpoint as ocp
 
 from fcn_jax import checkpoint
-from fcn_jax import evaluation
+from fcn_jax import cpu
+from fcn_jax import distributed
+from fcn_jax import evaluators
 from fcn_jax import losses
 from fcn_jax import metrics
+from fcn_jax import models
 from fcn_jax import tooling
-from fcn_jax.models import FCN, compiler_options, init_params
+from fcn_jax import train_state
+from fcn_jax.errors import ConfigError, NonFiniteLossError
+from fcn_jax.models import FCN
+from fcn_jax.train_state import STAGES, TrainState
 
 if TYPE_CHECKING:  # configs are ConfigDicts; the step pieces need no import
   import ml_collections
 
-STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
-
-
-class ConfigError(ValueError):
-  """A config that cannot run, found at start-up."""
-
-
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  """What the optimizer trains: the network and the trust-ratio logits."""
-
-  step: jax.Array
-  params: dict  # {'net': FCN params, 'trust': (3,) logits of r_final, r_stage2, r_stage1}
-  opt_state: Any
-
 
 # ----------------------------------------------------------------------------
-# Pieces.
-
-
-def create_model(config: ml_collections.ConfigDict, **overrides) -> FCN:
-  return checkpoint.model_from_config(config.to_dict(), **overrides)
+# The optimizer and the step.
 
 
 def create_learning_rate_fn(
@@ -98,26 +85,6 @@ def create_optimizer(
   opt = config.optimizer
   return optax.adam(
     create_learning_rate_fn(config), b1=opt.b1, b2=opt.b2, eps=opt.eps
-  )
-
-
-def initial_trust_logits(config: ml_collections.ConfigDict) -> jax.Array:
-  r0 = config.loss.trust_init
-  return jnp.full((len(STAGES),), np.log(r0 / (1 - r0)), jnp.float32)
-
-
-def create_train_state(
-  rng: jax.Array,
-  model: FCN,
-  tx: optax.GradientTransformation,
-  config: ml_collections.ConfigDict,
-) -> TrainState:
-  params = {
-    'net': init_params(model, rng),
-    'trust': initial_trust_logits(config),
-  }
-  return TrainState(
-    step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
   )
 
 
@@ -287,20 +254,23 @@ def prefetch_to_device(
     enqueue(1)
 
 
-def _check_divisible(
-  config: ml_collections.ConfigDict, field: str, num_devices: int
-) -> None:
-  if config[field] % num_devices:
-    raise ConfigError(
-      f'config.{field}={config[field]} is not divisible by the '
-      f'{num_devices} devices'
-    )
+# ----------------------------------------------------------------------------
+# Start-up: checks, and what the config resolves to.
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Start-up checks that would otherwise fail hours into a run."""
+  """Start-up checks that would otherwise fail hours into a run.
+
+  Raises:
+    ConfigError: in one line naming the field and its value.
+  """
+  config = evaluators.translate_legacy(config)
   for field in ('batch_size', 'eval_batch_size'):
-    _check_divisible(config, field, num_devices)
+    if config[field] % num_devices:
+      raise ConfigError(
+        f'config.{field}={config[field]} is not divisible by the '
+        f'{num_devices} devices'
+      )
   if config.crop_size % 8 or config.crop_size <= 0:
     raise ConfigError(
       f'config.crop_size={config.crop_size} must be a positive multiple of 8'
@@ -309,10 +279,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.train_patch={config.train_patch!r}: use \'crop\' or \'resize\''
     )
-  if config.eval.center_crop is not None and config.eval.center_crop <= 0:
-    raise ConfigError(
-      f'config.eval.center_crop={config.eval.center_crop} must be positive'
-    )
+  evaluators.check(config)
   if config.best_rule not in BEST_RULES:
     raise ConfigError(
       f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}'
@@ -337,8 +304,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3'
     )
-  try:
-    create_model(config).kept_stages()  # the ablation switches fit together
+  try:  # the ablation switches fit together
+    models.model_from_config(config).kept_stages()
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
   if '://' in config.get('decoded_cache_dir', ''):
@@ -366,58 +333,144 @@ def is_new_best(rule: str, summary: dict, best: Optional[dict]) -> bool:
   return all(summary[k] > best.get(k, -np.inf) for k in keys)
 
 
-def is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
-  """Whether to evaluate after `step` (the paper's two evaluation periods)."""
-  if step == config.num_train_steps:
-    return True
-  every = config.eval_every_steps
-  if config.eval_every_steps_late > 0 and step > config.eval_late_from_step:
-    every = config.eval_every_steps_late
-  return every > 0 and step % every == 0
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a training run derives from its config, once, at start-up."""
+
+  config: ml_collections.ConfigDict  # old evaluation fields translated
+  workdir: epath.Path
+  data_dir: Optional[str]  # config.data_dir expanded
+  num_train_steps: int
+  mesh: jax.sharding.Mesh  # one 'data' axis over every device of every host
+  replicated: jax.sharding.NamedSharding  # the state, the metrics
+  batch: jax.sharding.NamedSharding  # the batches, split over the devices
+
+  @property
+  def datasets(self) -> tuple[str, ...]:
+    """Every dataset the run reads: training, then each evaluator's."""
+    return (
+      self.config.train_dataset,
+      *(options.dataset for options in self.config.evals.values()),
+    )
 
 
-def _data_dir(config) -> Optional[str]:
-  return (
-    str(epath.Path(config.data_dir).expanduser()) if config.data_dir else None
+def resolve(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Checks `config` (`check_config`) and resolves what it derives."""
+  config = evaluators.translate_legacy(config)
+  check_config(config, jax.device_count())
+  mesh = distributed.make_mesh()
+  return Run(
+    config=config,
+    workdir=epath.Path(workdir),
+    data_dir=distributed.expand_data_dir(config.data_dir),
+    num_train_steps=config.num_train_steps,
+    mesh=mesh,
+    replicated=distributed.replicated(mesh),
+    batch=distributed.batch_sharding(mesh),
   )
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """One 'data' axis over every device of every host (GSPMD-partitioned)."""
-  return jax.make_mesh(
-    (jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,)
-  )
+def flat_hparams(config: ml_collections.ConfigDict) -> dict:
+  """The config's scalar fields by dotted name ('optimizer.learning_rate')."""
+  return {
+    k: v
+    for k, v in traverse_util.flatten_dict(config.to_dict(), sep='.').items()
+    if isinstance(v, (int, float, str, bool))
+  }
 
 
-def _abstract_state(config, model, tx, rng) -> TrainState:
-  return jax.eval_shape(lambda r: create_train_state(r, model, tx, config), rng)
+# ----------------------------------------------------------------------------
+# The state.
 
 
-DATASET_BARRIER_TIMEOUT_S = 3600
-_barriers = itertools.count()  # a new barrier name per call
+def restore_or_create(
+  config: ml_collections.ConfigDict,
+  latest: ocp.CheckpointManager,
+  model: FCN,
+  tx: optax.GradientTransformation,
+  sharding: jax.sharding.Sharding,
+) -> TrainState:
+  """The state to train from, placed with `sharding`.
 
+  The latest checkpoint of `latest` when there is one (resuming); else a
+  fresh state (jit-initialised from config.seed), with the modules of
+  config.init_from put in and the optimizer state initialised afresh for them.
 
-def prepare_datasets(config, specs: Sequence[str]) -> None:
-  """Checks the datasets `specs`; builds synthetic ones (no download needed) when missing.
-
-  Process 0 builds; the others wait for it at a barrier of the coordination
-  service (a process that dies meanwhile ends the job), then all check.
+  Raises:
+    ConfigError: when config.init_from does not fit the model.
   """
-  from fcn_jax import data  # pylint: disable=g-import-not-at-top
-
-  for spec in specs if jax.process_index() == 0 else ():
-    name, _ = data.parse_dataset(spec)
-    if name.split('/')[0] == 'synthetic_blur':
-      data.prepare_synthetic(spec, _data_dir(config))
-  ocp.multihost.get_barrier_sync_fn()(
-    key=f'fcn_jax_datasets_{next(_barriers)}',
-    timeout_ms=DATASET_BARRIER_TIMEOUT_S * 1000,
+  create = functools.partial(
+    train_state.create_train_state, model=model, tx=tx, config=config
   )
-  for spec in specs:
-    try:
-      data.check_dataset(spec, _data_dir(config))
-    except ValueError as e:
+  rng = jax.random.key(config.seed)
+  if latest.latest_step() is not None:
+    state = train_state.restore(latest, jax.eval_shape(create, rng), sharding)
+    logging.info(
+      'Resumed from %s at step %d', latest.directory, int(state.step)
+    )
+    return state
+  state = jax.jit(create, out_shardings=sharding)(rng)
+  if config.init_from:
+    try:  # the modules it shares with this model; logs loaded and new ones
+      params, _, _ = checkpoint.warm_start(
+        state.params['net'], config.init_from, sharding=sharding
+      )
+    except checkpoint.IncompatibleCheckpointError as e:
       raise ConfigError(str(e)) from None
+    params = dict(state.params, net=params)
+    state = state.replace(
+      params=params,
+      opt_state=jax.jit(tx.init, out_shardings=sharding)(params),
+    )
+  return state
+
+
+# ----------------------------------------------------------------------------
+# The loop's pieces.
+
+
+def itstime(step: int, every: int, total: int) -> bool:
+  """Whether a periodic action (every `every` steps; 0: never) is due after
+  `step`; every action is due after the last step, `total`."""
+  return step == total or (every > 0 and step % every == 0)
+
+
+class NonFiniteGuard:
+  """Stops training at the first NaN or Inf, before it reaches a checkpoint.
+
+  `add` keeps each step's loss on the device (no host sync per step);
+  `check` reads the losses kept since the last check and, with `params`, the
+  parameters too (the last update may have made them non-finite).
+  """
+
+  def __init__(self):
+    self._losses: list[tuple[int, jax.Array]] = []
+
+  def add(self, step: int, loss: jax.Array) -> None:
+    self._losses.append((step, loss))
+
+  def check(self, step: int, params: Any = None) -> None:
+    """Raises NonFiniteLossError naming the first non-finite step."""
+    values = jax.device_get([loss for _, loss in self._losses])
+    for (at, _), value in zip(self._losses, values):
+      if not np.isfinite(value):
+        raise NonFiniteLossError(
+          f'the loss is {float(value)} at step {at}; training stopped, the '
+          'last checkpoint saved before it is intact'
+        )
+    self._losses = []
+    if params is not None and not _all_finite(params):
+      raise NonFiniteLossError(
+        f'the parameters became NaN or Inf by step {step}; training stopped, '
+        'the last checkpoint saved before it is intact'
+      )
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(
+    jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
+  )
 
 
 class _Preemption:
@@ -448,6 +501,109 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class BestKeeper:
+  """The best checkpoint: its manager, the rule that picks it, its metrics.
+
+  Only the results of evaluator `evaluator` (config.best_eval) compete; a new
+  best is saved with its psnr, ssim_matlab and dataset as metrics.
+  """
+
+  def __init__(
+    self,
+    workdir: str,
+    rule: str,
+    evaluator: Optional[str],
+    save: Callable[..., None],
+  ):
+    self.manager = checkpoint.make_manager(workdir, checkpoint.BEST)
+    self.rule = rule
+    self.evaluator = evaluator
+    self.metrics = checkpoint.read_metrics(self.manager)
+    self._save = save
+
+  def consider(self, name: str, summary: dict, state: TrainState) -> bool:
+    """Saves `state` as the best if evaluator `name`'s `summary` beats it."""
+    if name != self.evaluator or not is_new_best(
+      self.rule, summary, self.metrics
+    ):
+      return False
+    self.metrics = {k: summary[k] for k in ('psnr', 'ssim_matlab', 'dataset')}
+    self._save(self.manager, state, metrics=self.metrics)
+    return True
+
+
+def jit_train_step(
+  config: ml_collections.ConfigDict,
+  model: FCN,
+  tx: optax.GradientTransformation,
+  run: Run,
+) -> Callable[..., tuple[TrainState, Any]]:
+  """`train_step` jitted for the run's shardings, donating the old state."""
+  return jax.jit(
+    functools.partial(
+      train_step,
+      model=model,
+      tx=tx,
+      config=config,
+      learning_rate_fn=create_learning_rate_fn(config),
+    ),
+    in_shardings=(run.replicated, run.batch),
+    out_shardings=(run.replicated, run.replicated),
+    donate_argnums=(0,),
+    compiler_options=cpu.compiler_options(),
+  )
+
+
+def run_evaluations(
+  due: list,
+  state: TrainState,
+  step: int,
+  *,
+  writer: Any,
+  keeper: BestKeeper,
+  out_dir: Optional[epath.Path],
+) -> list[dict]:
+  """Runs the evaluators `due` on the state's network at `step`.
+
+  Writes each one's `eval_<dataset>_*` scalars, offers its summary to `keeper`
+  and logs the table of all; with `out_dir`, they write their files there.
+  """
+  summaries = []
+  for evaluator in due:
+    summary = dict(evaluator.run(state.params['net'], step, out_dir=out_dir))
+    writer.write_scalars(
+      step,
+      {
+        f'eval_{evaluator.folder}_{k}': v
+        for k, v in summary.items()
+        if isinstance(v, float)
+      },
+    )
+    summaries.append(summary)
+    keeper.consider(evaluator.name, summary, state)
+  logging.info('step %d\n%s', step, evaluators.format_table(summaries))
+  return summaries
+
+
+def train_batches(
+  config: ml_collections.ConfigDict, data_dir: Optional[str], start_step: int
+) -> Iterator[dict]:
+  """The host's training batches from `start_step` on (stateless, step-indexed)."""
+  from fcn_jax import data  # pylint: disable=g-import-not-at-top
+
+  return data.train_iterator(
+    config.train_dataset,
+    data_dir,
+    global_batch_size=config.batch_size,
+    crop_size=config.crop_size,
+    seed=config.seed,
+    start_step=start_step,
+    patch=config.train_patch,
+    decoded_cache=config.get('decoded_cache_dir') or None,
+    dtype='uint8',
+  )
+
+
 # ----------------------------------------------------------------------------
 # The trainer.
 
@@ -462,173 +618,81 @@ def train_and_evaluate(
   from clu import metric_writers
   from clu import parameter_overview
   from clu import periodic_actions
-  from fcn_jax import data
 
   # pylint: enable=g-import-not-at-top
-  check_config(config, jax.device_count())
-  prepare_datasets(config, (config.train_dataset, *config.eval_datasets))
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  run = resolve(config, workdir)
+  config, total = run.config, run.num_train_steps
+  distributed.prepare_datasets(run.datasets, run.data_dir)
+  run.workdir.mkdir(parents=True, exist_ok=True)
   writer = metric_writers.create_default_writer(
     workdir, just_logging=jax.process_index() > 0
   )
 
-  # Mesh: one data axis over every device of every host; parameters replicated.
-  mesh = make_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data_sharding = jax.sharding.NamedSharding(
-    mesh, jax.sharding.PartitionSpec('data')
-  )
-
-  # Model, optimizer, state.
-  model = create_model(config)
+  model = models.model_from_config(config)
   tx = create_optimizer(config)
-  learning_rate_fn = create_learning_rate_fn(config)
-  rng = jax.random.key(config.seed)
-  abstract = _abstract_state(config, model, tx, rng)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
   latest = checkpoint.make_manager(workdir, checkpoint.LATEST)
-  best = checkpoint.make_manager(workdir, checkpoint.BEST)
-  config_json = config.to_dict()
-  if latest.latest_step() is not None:
-    state = checkpoint.restore_train_state(latest, abstract, replicated)
-    logging.info(
-      'Resumed from %s at step %d', latest.directory, int(state.step)
-    )
-  else:
-    state = jax.jit(
-      lambda r: create_train_state(r, model, tx, config),
-      out_shardings=state_sharding,
-    )(rng)
-    if config.init_from:
-      try:  # the modules it shares with this model; logs loaded and new ones
-        params, _, _ = checkpoint.warm_start(
-          state.params['net'], config.init_from, sharding=replicated
-        )
-      except checkpoint.IncompatibleCheckpointError as e:
-        raise ConfigError(str(e)) from None
-      state = state.replace(params=dict(state.params, net=params))
-      state = state.replace(
-        opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(
-          state.params
-        )
-      )
+  state = restore_or_create(config, latest, model, tx, run.replicated)
   start_step = int(state.step)
-  best_metrics = checkpoint.best_metrics(best)
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
-    writer.write_hparams(
-      {
-        k: v
-        for k, v in traverse_util.flatten_dict(config_json, sep='.').items()
-        if isinstance(v, (int, float, str, bool))
-      }
-    )
+    writer.write_hparams(flat_hparams(config))
 
-  # Input: the stateless, step-indexed stream starts at this run's step.
-  train_iter = data.train_iterator(
-    config.train_dataset,
-    _data_dir(config),
-    global_batch_size=config.batch_size,
-    crop_size=config.crop_size,
-    seed=config.seed,
-    start_step=start_step,
-    patch=config.train_patch,
-    decoded_cache=config.get('decoded_cache_dir') or None,
-    dtype='uint8',
+  batches = prefetch_to_device(
+    train_batches(config, run.data_dir, start_step), run.batch
   )
-  device_batches = prefetch_to_device(train_iter, data_sharding)
-
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      model=model,
-      tx=tx,
-      config=config,
-      learning_rate_fn=learning_rate_fn,
-    ),
-    in_shardings=(state_sharding, data_sharding),
-    out_shardings=(state_sharding, replicated),
-    donate_argnums=(0,),
-    compiler_options=compiler_options(),
+  step_fn = jit_train_step(config, model, tx, run)
+  evals = evaluators.from_config(
+    config, model=model, mesh=run.mesh, data_dir=run.data_dir, writer=writer
   )
-  eval_step = evaluation.make_eval_step(
-    model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize
-  )
-
   save = functools.partial(
-    checkpoint.save_train_state,
-    config=config_json,
-    batch_size=config.batch_size,
+    train_state.save, config=config.to_dict(), batch_size=config.batch_size
   )
-
+  keeper = BestKeeper(workdir, config.best_rule, config.best_eval, save)
+  guard = NonFiniteGuard()
   preemption = _Preemption(latest)
   profiler = tooling.StepProfiler(workdir, profile_steps, start_step)
-  report = periodic_actions.ReportProgress(
-    num_train_steps=config.num_train_steps, writer=writer
-  )
+  report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
-  train_metrics, step_losses = None, []
-  logging.info(
-    'Training from step %d to %d', start_step, config.num_train_steps
-  )
+  train_metrics = None
+  logging.info('Training from step %d to %d', start_step, total)
   try:
-    for step in range(start_step + 1, config.num_train_steps + 1):
+    for step in range(start_step + 1, total + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, update = step_fn(state, next(device_batches))
+        state, step_metrics = step_fn(state, next(batches))
         train_metrics = (
-          update if train_metrics is None else train_metrics.merge(update)
+          step_metrics
+          if train_metrics is None
+          else train_metrics.merge(step_metrics)
         )
-        step_losses.append((step, update.loss.total))
+        guard.add(step, step_metrics.loss.total)
       profiler(step, state)
       for hook in hooks:
         hook(step)
       preempted = preemption(step)  # at every step: the sync point needs it
-      log_now = (
-        step % config.log_every_steps == 0 or step == config.num_train_steps
+      log_now = itstime(step, config.log_every_steps, total)
+      checkpoint_now = preempted or itstime(
+        step, config.checkpoint_every_steps, total
       )
-      checkpoint_now = (
-        step % config.checkpoint_every_steps == 0
-        or preempted
-        or step == config.num_train_steps
-      )
-      eval_now = is_eval_step(config, step) and config.eval_datasets
-      if log_now or checkpoint_now or eval_now:
-        _check_finite(step_losses)
-        step_losses = []
+      due = [e for e in evals if itstime(step, e.every(step), total)]
+      if log_now or checkpoint_now or due:
+        guard.check(step)
       if log_now:
         writer.write_scalars(
           step, {f'train_{k}': v for k, v in train_metrics.compute().items()}
         )
         train_metrics = None
-      if eval_now:
+      if due:
         with report.timed('eval'):
-          summaries = evaluation.evaluate_all(
-            config,
-            state.params['net'],
-            model,
-            mesh,
-            eval_step,
-            data_dir=_data_dir(config),
+          run_evaluations(
+            due,
+            state,
+            step,
             writer=writer,
-            step=step,
-            out_dir=(
-              epath.Path(workdir) / 'eval'
-              if step == config.num_train_steps
-              else None
-            ),
+            keeper=keeper,
+            out_dir=run.workdir / 'eval' if step == total else None,
           )
-          logging.info('step %d\n%s', step, evaluation.format_table(summaries))
-          if is_new_best(config.best_rule, summaries[0], best_metrics):
-            best_metrics = {
-              k: summaries[0][k] for k in ('psnr', 'ssim_matlab', 'dataset')
-            }
-            save(best, state, metrics=best_metrics)
       if checkpoint_now:
-        if not _all_finite(state.params):
-          raise NonFiniteLossError(
-            f'the parameters became NaN or Inf by step {step}; training stopped, '
-            'the last checkpoint saved before it is intact'
-          )
+        guard.check(step, state.params)
         save(latest, state)
       writer.flush()
       if preempted:
@@ -636,58 +700,8 @@ def train_and_evaluate(
         break
   finally:
     latest.wait_until_finished()
-    best.wait_until_finished()
+    keeper.manager.wait_until_finished()
     preemption.close()
     profiler.close()
     writer.flush()
   return state
-
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(
-    jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
-  )
-
-
-def _check_finite(step_losses: list) -> None:
-  if not step_losses:
-    return
-  values = jax.device_get([loss for _, loss in step_losses])
-  for (step, _), value in zip(step_losses, values):
-    if not np.isfinite(value):
-      raise NonFiniteLossError(
-        f'the loss is {float(value)} at step {step}; training stopped, the last '
-        'checkpoint saved before it is intact'
-      )
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """--mode=eval: the best (or only) checkpoint of workdir on config.eval_datasets."""
-  _check_divisible(config, 'eval_batch_size', jax.device_count())
-  if not config.eval_datasets:
-    raise ConfigError('config.eval_datasets is empty: nothing to evaluate')
-  mesh = make_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  params, saved = checkpoint.load_params(workdir, sharding=replicated)
-  # The architecture and dtype are the checkpoint's; TLC is an evaluation option.
-  model = checkpoint.model_from_config(
-    saved, tlc_train_size=config.model.tlc_train_size
-  )
-  prepare_datasets(config, config.eval_datasets)
-  step_fn = evaluation.make_eval_step(
-    model, mesh, ensemble=config.eval.ensemble, quantize=config.eval.quantize
-  )
-  summaries = evaluation.evaluate_all(
-    config,
-    params,
-    model,
-    mesh,
-    step_fn,
-    data_dir=_data_dir(config),
-    out_dir=epath.Path(workdir) / 'eval',
-    save_images=config.eval.save_images,
-  )
-  if jax.process_index() == 0:
-    print(evaluation.format_table(summaries))
-  return summaries

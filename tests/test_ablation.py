@@ -14,9 +14,10 @@ import pytest
 from configs import ablation
 from configs import gopro
 from configs import tiny
-from fcn_jax import checkpoint
 from fcn_jax import losses
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
 from tests.conftest import jitted_apply
@@ -57,7 +58,7 @@ REMOVED = {
 @pytest.mark.parametrize('stages,without', ROWS)
 def test_table2_row_shapes_and_size(stages, without):
   config = ablation.get_config(f'stages={stages},without={without}')
-  model = checkpoint.model_from_config(config.to_dict())
+  model = models.model_from_config(config.to_dict())
   sizes, shapes = _sizes(model, (1, 24, 40, 3))
   assert shapes == [(1, 24, 40, 3)] * 3
   full = _full_sizes(stages)
@@ -128,7 +129,7 @@ def test_each_switch_changes_the_output(stages, without):
   x = jnp.asarray(np.random.default_rng(0).random((1, 16, 24, 3), np.float32))
   full_model = FCN(**TINY, stages=stages)
   params = _full_tiny(stages)
-  model = checkpoint.model_from_config(
+  model = models.model_from_config(
     ablation.get_config(f'stages={stages},without={without}').to_dict(), **TINY
   )
   ours = jitted_apply(model)({'params': _shared_params(model, params)}, x)
@@ -176,11 +177,11 @@ def test_train_steps_at_reduced_width(stages, without):
   config = tiny.get_config()  # reduced widths (TINY)
   config.model.update(stages=stages, **ablation.REMOVE[without])
   train.check_config(config, 1)
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = train.create_optimizer(config)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
-    jax.random.key(0)
-  )
+  state = jax.jit(
+    lambda r: train_state.create_train_state(r, model, tx, config)
+  )(jax.random.key(0))
   step = jax.jit(
     functools.partial(
       train.train_step,

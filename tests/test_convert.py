@@ -11,6 +11,7 @@ import pytest
 
 from fcn_jax import checkpoint
 from fcn_jax import convert
+from fcn_jax import models
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
 
@@ -118,7 +119,7 @@ def test_convert_file_writes_a_loadable_checkpoint(
   params, config = checkpoint.load_params(str(workdir))
   _equal_trees(params, tiny_params)
   assert config['model']['n_feat'] == TINY['n_feat']
-  assert checkpoint.model_from_config(config).num_cab == TINY['num_cab']
+  assert models.model_from_config(config).num_cab == TINY['num_cab']
   # A second conversion into the same workdir is refused; the first stays.
   with pytest.raises(
     convert.ConversionError, match='already holds a checkpoint'
@@ -276,7 +277,7 @@ def test_convert_mprnet_file_then_predict(
   _equal_trees(params, mprnet_params)
   assert config['model']['use_pb'] is False
   assert config['model']['use_efem'] is False
-  model = checkpoint.model_from_config(config)
+  model = models.model_from_config(config)
   image = (np.random.default_rng(0).random((20, 28, 3)) * 255).astype(np.uint8)
   import fcn_jax  # pylint: disable=g-import-not-at-top
   from fcn_jax import inference  # pylint: disable=g-import-not-at-top

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from fcn_jax import cpu
-from fcn_jax import models
 
 
 @pytest.mark.parametrize(
@@ -95,7 +94,3 @@ def test_cpu_kernel_gradient_only_where_it_applies():
     x[:, :16, :16], jnp.zeros((3, 3, 32, 32))
   )  # small
   assert not cpu.use_cpu_grad(x, jnp.zeros((3, 3, 32, 32), jnp.bfloat16))
-
-
-def test_models_reexport_compiler_options():
-  assert models.compiler_options is cpu.compiler_options

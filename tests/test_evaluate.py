@@ -21,10 +21,12 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import errors
+from fcn_jax import evaluators
 from fcn_jax import inference
 from fcn_jax import data
 from fcn_jax import metrics
-from fcn_jax import train
+from fcn_jax import models
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
 
@@ -74,7 +76,7 @@ def eval_config(data_dir, **eval_options):
   config = tiny.get_config()
   config.data_dir = data_dir
   config.eval_batch_size = 4
-  config.eval.update(eval_options)
+  config.evals.tiny.update(eval_options)
   return config
 
 
@@ -125,9 +127,9 @@ def run_main(workdir, data_dir, *args, devices=1):
 
 @pytest.fixture(scope='module')
 def plain(template, data_dir, tmp_path_factory):
-  """(workdir, summaries) of `train.evaluate` (--mode=eval) in this process."""
+  """(workdir, summaries) of `evaluators.evaluate` (--mode=eval) in this process."""
   workdir = new_workdir(template, tmp_path_factory.mktemp('plain') / 'w')
-  return workdir, train.evaluate(eval_config(data_dir), workdir)
+  return workdir, evaluators.evaluate(eval_config(data_dir), workdir)
 
 
 @pytest.fixture(scope='module')
@@ -135,7 +137,7 @@ def ensembled(template, data_dir, tmp_path_factory):
   """As `plain`, with the x8 ensemble and the restored images saved."""
   workdir = new_workdir(template, tmp_path_factory.mktemp('ensembled') / 'w')
   config = eval_config(data_dir, ensemble=True, save_images=True)
-  return workdir, train.evaluate(config, workdir)
+  return workdir, evaluators.evaluate(config, workdir)
 
 
 def test_summary_and_csv_count_every_image_once(plain, data_dir):
@@ -165,7 +167,7 @@ def test_metrics_equal_a_direct_computation(plain, template, data_dir):
   sharp = np.stack([data[k][1] for k in keys])
   params, saved = checkpoint.load_params(template)
   restored = jax.jit(inference.restore, static_argnums=0)(
-    checkpoint.model_from_config(saved), params, blur.astype(np.float32) / 255
+    models.model_from_config(saved), params, blur.astype(np.float32) / 255
   )
   direct = {
     **metrics.image_metrics(restored, sharp),
@@ -183,12 +185,12 @@ def test_metrics_equal_a_direct_computation(plain, template, data_dir):
 def test_release_validation_centre_crops_and_float_psnr(
   template, data_dir, tmp_path
 ):
-  """eval.center_crop/quantize=False: the release's validation PSNR."""
+  """center_crop, quantize=False: the release's validation PSNR."""
   workdir = new_workdir(template, tmp_path / 'crop')
   config = eval_config(
     data_dir, center_crop=16, quantize=False, save_images=True
   )
-  (summary,) = train.evaluate(config, workdir)
+  (summary,) = evaluators.evaluate(config, workdir)
   rows = {r['id']: r for r in read_csv(workdir)}
   data = read_test_split(data_dir)
   keys = sorted(data)
@@ -198,7 +200,7 @@ def test_release_validation_centre_crops_and_float_psnr(
   params, saved = checkpoint.load_params(template)
   restored = np.asarray(
     jax.jit(inference.restore, static_argnums=0)(
-      checkpoint.model_from_config(saved), params, blur.astype(np.float32)
+      models.model_from_config(saved), params, blur.astype(np.float32)
     ),
     np.float64,
   )
@@ -276,3 +278,34 @@ def test_missing_checkpoint_is_one_error_line(tmp_path, data_dir):
   assert last.startswith('error:') and str(workdir) in last, proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr
   assert not os.path.exists(workdir / 'eval')
+
+
+def test_old_eval_fields_give_the_same_results(ensembled, data_dir, tmp_path):
+  """config.eval.* and eval_datasets (old configs and command lines) still work."""
+  workdir = new_workdir(ensembled[0], tmp_path / 'old')
+  shutil.rmtree(os.path.join(workdir, 'eval'))
+  config = tiny.get_config()
+  config.update(data_dir=data_dir, eval_batch_size=4, eval_datasets=(SPEC,))
+  config.eval.update(ensemble=True, save_images=True)
+  assert evaluators.evaluate(config, workdir) == ensembled[1]
+  assert len(os.listdir(os.path.join(workdir, 'eval', NAME, 'images'))) == 6
+
+
+def test_empty_or_unknown_evaluators_are_one_error_line(tmp_path, data_dir):
+  config = tiny.get_config()
+  config.update(data_dir=data_dir, eval_datasets=())
+  with pytest.raises(errors.ConfigError, match='config.evals is empty'):
+    evaluators.evaluate(config, str(tmp_path))
+  config = tiny.get_config()
+  config.evals.tiny.type = 'aligned_typo'
+  with pytest.raises(errors.ConfigError, match="tiny.type='aligned_typo'"):
+    evaluators.check(config)
+  config = tiny.get_config()
+  config.best_eval = 'gopro'
+  with pytest.raises(errors.ConfigError, match="best_eval='gopro'"):
+    evaluators.check(config)
+  config = tiny.get_config()
+  with config.unlocked():
+    config.evals.again = config.evals.tiny
+  with pytest.raises(errors.ConfigError, match='both evaluate'):
+    evaluators.check(config)

@@ -18,7 +18,9 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'deblur.ipynb')
@@ -29,15 +31,15 @@ STEP = 3
 def workdir(tmp_path_factory):
   """A checkpoint shaped like training's: params, train state, config, meta."""
   config = tiny.get_config()
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   state = jax.jit(
-    lambda k: train.create_train_state(
+    lambda k: train_state.create_train_state(
       k, model, train.create_optimizer(config), config
     )
   )(jax.random.key(0))
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
-  checkpoint.save_train_state(
+  train_state.save(
     mngr,
     state.replace(step=state.step + STEP),
     config=config.to_dict(),

@@ -16,7 +16,9 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
 
 STEP = 5
 
@@ -33,14 +35,14 @@ def orbax_v1():
 @pytest.fixture(scope='module')
 def saved(tmp_path_factory):
   config = tiny.get_config()
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   state = jax.jit(
-    lambda k: train.create_train_state(
+    lambda k: train_state.create_train_state(
       k, model, train.create_optimizer(config), config
     )
   )(jax.random.key(0))
   state = state.replace(step=state.step + STEP)
-  params, train_items = checkpoint.split_train_state(state)
+  params, train_items = train_state.split(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
   checkpoint.save(

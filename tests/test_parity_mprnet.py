@@ -16,6 +16,7 @@ import pytest
 
 from fcn_jax import checkpoint
 from fcn_jax import convert
+from fcn_jax import models
 
 REPO = os.environ.get('MPRNET_REPO')
 DEBLURRING = os.path.join(REPO or '', 'Deblurring')
@@ -66,7 +67,7 @@ def test_recognised_as_mprnet(converted):
   assert convert.architecture(net.state_dict()) == 'mprnet'
   assert config['model']['use_pb'] is False
   assert config['model']['use_efem'] is False
-  model = checkpoint.model_from_config(checkpoint.read_config(workdir))
+  model = models.model_from_config(checkpoint.read_config(workdir))
   assert (model.use_pb, model.use_efem) == (False, False)
   assert (model.n_feat, model.num_cab) == (96, 8)
 
@@ -80,7 +81,7 @@ def test_mprnet_outputs_match(converted, height, width):
       o.numpy().transpose(0, 2, 3, 1) for o in net(torch.from_numpy(x))
     ]
   params, config = checkpoint.load_params(workdir)
-  model = checkpoint.model_from_config(config, precision='highest')
+  model = models.model_from_config(config, precision='highest')
   outputs = jax.jit(model.apply)({'params': params}, x.transpose(0, 2, 3, 1))
   for stage, (ours, theirs) in enumerate(zip(outputs, expected)):
     diff = float(np.abs(np.asarray(ours) - theirs).max())

@@ -15,6 +15,7 @@ import pytest
 import fcn_jax
 from fcn_jax import checkpoint
 from fcn_jax import image_io
+from fcn_jax import models
 from fcn_jax import predict
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
@@ -93,7 +94,7 @@ def test_folder_of_each_kind_matches_the_model(workdir, inputs, tmp_path):
   assert sorted(os.listdir(out)) == [s + '.png' for s in stems]
 
   params, config = checkpoint.load_params(workdir)
-  model = checkpoint.model_from_config(config)
+  model = models.model_from_config(config)
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
   for name, x in expected.items():
     with Image.open(

@@ -17,13 +17,13 @@ COMPILE_TINY_STEP = """
 import functools, sys, time
 import jax
 from bench import reference
-from fcn_jax import tooling, train
+from fcn_jax import models, tooling, train, train_state
 from fcn_jax.models import presets
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 print('cache', tooling.enable_compilation_cache(sys.argv[1]))
 config = reference.release_config(presets.TINY)
-model, tx = train.create_model(config), train.create_optimizer(config)
-state = jax.eval_shape(lambda r: train.create_train_state(r, model, tx, config), jax.random.key(0))
+model, tx = models.model_from_config(config), train.create_optimizer(config)
+state = jax.eval_shape(lambda r: train_state.create_train_state(r, model, tx, config), jax.random.key(0))
 batch = {k: jax.ShapeDtypeStruct((1, 32, 32, 3), 'float32') for k in ('blur', 'sharp')}
 step = functools.partial(train.train_step, model=model, tx=tx, config=config,
                          learning_rate_fn=train.create_learning_rate_fn(config))

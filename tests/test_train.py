@@ -15,8 +15,11 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
-from fcn_jax import evaluation
+from fcn_jax import distributed
+from fcn_jax import models
 from fcn_jax import train
+from fcn_jax import train_state
+from fcn_jax.evaluators import full_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +80,7 @@ def final_params(workdir):
   mngr = checkpoint.make_manager(str(workdir), read_only=True)
   step = mngr.latest_step()
   config = checkpoint.read_config(str(workdir), checkpoint.LATEST, step)
-  target = checkpoint.abstract_params(checkpoint.model_from_config(config))
+  target = checkpoint.abstract_params(models.model_from_config(config))
   restored = mngr.restore(
     step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
   )
@@ -237,7 +240,7 @@ def test_start_up_checks(overrides, match, monkeypatch):
 def test_missing_dataset_names_the_build_command(tmp_path):
   config = tiny_config(tmp_path, train_dataset='gopro/blur:train')
   with pytest.raises(train.ConfigError, match='tfds build tfds_gopro/gopro'):
-    train.prepare_datasets(config, (config.train_dataset,))
+    distributed.prepare_datasets((config.train_dataset,), str(tmp_path))
 
 
 def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
@@ -315,11 +318,11 @@ def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
 def test_bfloat16_step_keeps_float32_parameters():
   config = tiny.get_config()
   config.model.dtype = 'bfloat16'
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = train.create_optimizer(config)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config))(
-    jax.random.key(0)
-  )
+  state = jax.jit(
+    lambda r: train_state.create_train_state(r, model, tx, config)
+  )(jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {
     k: jax.numpy.asarray(rng.random((2, 16, 16, 3)), jax.numpy.float32)
@@ -398,15 +401,15 @@ def test_paper_best_rule_and_resized_patches_in_a_run(
       )
     return summary, []
 
-  monkeypatch.setattr(evaluation, 'evaluate_dataset', scripted)
+  monkeypatch.setattr(full_image, 'evaluate_dataset', scripted)
   config = tiny_config(
     data_dir,
     num_train_steps=4,
-    eval_every_steps=1,
     checkpoint_every_steps=100,
     best_rule='psnr_and_ssim',
     train_patch='resize',
   )
+  config.evals.tiny.every_steps = 1
   train.train_and_evaluate(config, str(tmp_path))
   best = checkpoint.make_manager(str(tmp_path), checkpoint.BEST, read_only=True)
   assert best.latest_step() == 4  # The PSNR rule would have kept step 2.
@@ -419,29 +422,31 @@ def test_paper_best_rule_and_resized_patches_in_a_run(
 
 
 def test_train_metrics_average_losses_and_keep_the_last_ratios():
-  def update(loss, trust, learning_rate):
+  def step_metrics(loss, trust, learning_rate):
     return train.TrainMetrics.single_from_model_output(
       loss=jax.numpy.float32(loss),
       psnr=jax.numpy.array([30.0, 32.0]),
       grad_norm=jax.numpy.float32(2 * loss),
       learning_rate=jax.numpy.float32(learning_rate),
-      **{f'loss_{s}': jax.numpy.float32(loss / 3) for s in train.STAGES},
-      **{f'trust_{s}': jax.numpy.float32(trust) for s in train.STAGES},
+      **{f'loss_{s}': jax.numpy.float32(loss / 3) for s in train_state.STAGES},
+      **{f'trust_{s}': jax.numpy.float32(trust) for s in train_state.STAGES},
     )
 
-  values = update(0.5, 0.9, 1e-3).merge(update(0.25, 0.7, 5e-4)).compute()
+  values = (
+    step_metrics(0.5, 0.9, 1e-3).merge(step_metrics(0.25, 0.7, 5e-4)).compute()
+  )
   assert set(values) == {
     'loss',
     'psnr',
     'grad_norm',
     'learning_rate',
-    *(f'{k}_{s}' for k in ('loss', 'trust') for s in train.STAGES),
+    *(f'{k}_{s}' for k in ('loss', 'trust') for s in train_state.STAGES),
   }
   np.testing.assert_allclose(
     [values['loss'], values['psnr'], values['grad_norm']], [0.375, 31.0, 0.75]
   )
   np.testing.assert_allclose(values['learning_rate'], 5e-4)  # the last step's
-  for s in train.STAGES:
+  for s in train_state.STAGES:
     np.testing.assert_allclose(values[f'loss_{s}'], 0.125)
     np.testing.assert_allclose(values[f'trust_{s}'], 0.7)
 
@@ -460,9 +465,9 @@ def test_uint8_batches_train_like_float_batches():
   tx = train.create_optimizer(config)
   params = {
     'net': model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))['params'],
-    'trust': train.initial_trust_logits(config),
+    'trust': train_state.initial_trust_logits(config),
   }
-  state = train.TrainState(
+  state = train_state.TrainState(
     step=jax.numpy.zeros((), jax.numpy.int32),
     params=params,
     opt_state=tx.init(params),
@@ -501,7 +506,7 @@ def test_uint8_batches_train_like_float_batches():
 
 def test_prefetch_to_device_keeps_order_and_reads_ahead():
   sharding = jax.sharding.NamedSharding(
-    train.make_mesh(), jax.sharding.PartitionSpec('data')
+    distributed.make_mesh(), jax.sharding.PartitionSpec('data')
   )
   batches = [{'blur': np.full((2, 4, 4, 3), i, np.uint8)} for i in range(5)]
   pulled = []
@@ -519,3 +524,56 @@ def test_prefetch_to_device_keeps_order_and_reads_ahead():
       and batch['blur'].sharding == sharding
     )
     np.testing.assert_array_equal(batch['blur'], batches[i]['blur'])
+
+
+def test_itstime_is_every_n_steps_and_the_last():
+  assert [s for s in range(1, 11) if train.itstime(s, 4, 10)] == [4, 8, 10]
+  assert [s for s in range(1, 11) if train.itstime(s, 0, 10)] == [10]
+
+
+def test_non_finite_guard_names_the_first_bad_step():
+  guard = train.NonFiniteGuard()
+  for step, loss in enumerate([1.0, np.inf, np.nan], start=1):
+    guard.add(step, jax.numpy.float32(loss))
+  with pytest.raises(train.NonFiniteLossError, match='inf at step 2'):
+    guard.check(3)
+  guard = train.NonFiniteGuard()
+  guard.add(1, jax.numpy.float32(1.0))
+  guard.check(1, {'w': jax.numpy.ones(2)})
+  with pytest.raises(train.NonFiniteLossError, match='parameters .* step 4'):
+    guard.check(4, {'w': jax.numpy.array([1.0, np.nan])})
+
+
+def test_best_keeper_saves_only_its_evaluators_new_bests(tmp_path):
+  saved = []
+  keeper = train.BestKeeper(
+    str(tmp_path), 'psnr', 'a', lambda m, s, metrics: saved.append(metrics)
+  )
+  assert keeper.metrics is None
+  summary = {'dataset': 'x:test', 'psnr': 20.0, 'ssim_matlab': 0.5}
+  assert not keeper.consider('b', summary, state=None)
+  assert keeper.consider('a', summary, state=None)
+  assert not keeper.consider('a', dict(summary, psnr=19.0), state=None)
+  assert saved == [{'psnr': 20.0, 'ssim_matlab': 0.5, 'dataset': 'x:test'}]
+
+
+def test_old_eval_fields_are_translated():
+  from fcn_jax import evaluators  # pylint: disable=g-import-not-at-top
+
+  config = tiny.get_config()
+  assert evaluators.translate_legacy(config) is config  # nothing to translate
+  config.update(
+    eval_datasets=('synthetic_blur/tiny:test', 'hide:test'),
+    eval_every_steps=3,
+  )
+  config.eval.center_crop = 16
+  new = evaluators.translate_legacy(config)
+  assert list(new.evals) == ['synthetic_blur_tiny_test', 'hide_test']
+  assert new.best_eval == 'synthetic_blur_tiny_test'
+  for options in new.evals.values():
+    # The config's own schedule and options, then the old fields given.
+    assert (options.every_steps, options.center_crop) == (3, 16)
+    assert options.num_images_logged == 2
+  assert new.eval_datasets is None and new.eval.center_crop is None
+  assert evaluators.translate_legacy(new) is new
+  assert config.eval_datasets is not None  # the original is left as it was

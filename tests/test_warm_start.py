@@ -10,6 +10,8 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
+from fcn_jax import distributed
+from fcn_jax import models
 from fcn_jax import train
 from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
@@ -55,14 +57,14 @@ def test_fcn_from_mprnet_through_the_trainer(
   source, mprnet = mprnet_run
   from fcn_jax import data  # pylint: disable=g-import-not-at-top
 
-  monkeypatch.setattr(train, 'prepare_datasets', lambda *a: None)
+  monkeypatch.setattr(distributed, 'prepare_datasets', lambda *a: None)
   monkeypatch.setattr(data, 'train_iterator', lambda *a, **k: iter(()))
   config = tiny.get_config()
   config.update(init_from=source, num_train_steps=0, eval_datasets=())
   with caplog.at_level(logging.INFO):
     state = train.train_and_evaluate(config, str(tmp_path / 'fcn'))
   net = state.params['net']
-  fresh = _init(train.create_model(config), config.seed)
+  fresh = _init(models.model_from_config(config), config.seed)
   assert sorted(set(net) - set(mprnet)) == FCN_ONLY
   for name in net:  # shared modules: MPRNet's; FCN-only ones: as initialised
     _assert_equal(net[name], mprnet[name] if name in mprnet else fresh[name])
@@ -114,7 +116,7 @@ def test_what_does_not_fit_is_named(tmp_path, source, target, match):
 def test_the_trainer_reports_a_misfit_as_a_config_error(
   mprnet_run, tmp_path, monkeypatch
 ):
-  monkeypatch.setattr(train, 'prepare_datasets', lambda *a: None)
+  monkeypatch.setattr(distributed, 'prepare_datasets', lambda *a: None)
   config = tiny.get_config()
   config.model.stages = 2
   config.update(init_from=mprnet_run[0], num_train_steps=0, eval_datasets=())
