@@ -124,7 +124,7 @@ def test_benches_import_without_clu_ml_collections_pil_tf(module):
     BLOCKER
     + f'import bench.{module}\n'
     + 'from bench import reference\n'
-    + 'from fcn_jax import train, inference, evaluators, train_state\n'
+    + 'from fcn_jax import models, train, inference, evaluators, train_state\n'
     + "models.model_from_config(reference.release_config(), dtype='bfloat16')\n"
     + "assert 'clu' not in sys.modules and 'PIL' not in sys.modules\n"
   )
