@@ -217,6 +217,15 @@ class FCN(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> list[Array]:
+    """The four stages of the paper's Figure 2, in order, in one function.
+
+    Kept whole on purpose: the stages hand each other feature maps (stage 0's
+    gated map, stage 1's encoder/decoder maps for cross-stage fusion, stage 2's
+    for the raw information mechanism), and Table 2's switches remove stages
+    and mechanisms; one body, read top to bottom beside the figure, shows every
+    one of those hand-offs, where separate stage methods would pass six maps
+    back and forth.
+    """
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(
         f'FCN expects NHWC images with 3 channels, got shape {tuple(x.shape)}'
