@@ -33,6 +33,7 @@ from fcn_jax.errors import ConfigError
 from fcn_jax.evaluators import common
 from fcn_jax.evaluators.common import format_table, register
 from fcn_jax.evaluators.full_image import FullImageEvaluator  # registers it
+from fcn_jax.evaluators.aligned import AlignedEvaluator  # registers it
 
 
 def evaluator_config(
@@ -212,6 +213,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
 
 __all__ = [
+  'AlignedEvaluator',
   'FullImageEvaluator',
   'check',
   'evaluate',

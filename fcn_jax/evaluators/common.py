@@ -92,18 +92,31 @@ def write(
 
 
 def format_table(summaries: list[dict]) -> str:
-  """A plain-text table of the summaries, restored against blurry."""
+  """A plain-text table of the summaries, restored against blurry.
+
+  Summaries with RealBlur's aligned figures (type 'aligned') add the columns
+  aligned PSNR and aligned SSIM; the others leave them blank.
+  """
   rows = [
     (f'{s["dataset"]} {label}', s, prefix)
     for s in summaries
     for label, prefix in (('restored', ''), ('blurry', 'input_'))
   ]
+  aligned = any('aligned_psnr' in s for s in summaries)
   width = max([len('dataset')] + [len(name) for name, _, _ in rows])
   head = f'{"dataset":<{width}} {"images":>6} {"PSNR":>8} {"SSIM(matlab)":>13} {"SSIM(per-ch)":>13}'
+  if aligned:
+    head += f' {"aligned PSNR":>12} {"aligned SSIM":>12}'
   lines = [head, '-' * len(head)]
   for name, s, prefix in rows:
-    lines.append(
+    line = (
       f'{name:<{width}} {s["num_images"]:>6} {s[prefix + "psnr"]:>8.3f} '
       f'{s[prefix + "ssim_matlab"]:>13.4f} {s[prefix + "ssim_per_channel"]:>13.4f}'
     )
+    if prefix + 'aligned_psnr' in s:
+      line += (
+        f' {s[prefix + "aligned_psnr"]:>12.3f}'
+        f' {s[prefix + "aligned_ssim"]:>12.4f}'
+      )
+    lines.append(line)
   return '\n'.join(lines)

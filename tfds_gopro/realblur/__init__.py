@@ -1,0 +1,1 @@
+"""The `realblur` dataset (folder-style builder: `realblur_dataset_builder`)."""
