@@ -1,11 +1,11 @@
 # Two commands on a fresh machine: `make demo` and `make test`; `make lint`
-# checks the code style.
+# checks the code style, `make test-fast` runs all but the slow test tiers.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-fast lint demo bench clean
 
 DEV_STAMP := $(VENV)/.installed-dev
 LINT_STAMP := $(VENV)/.installed-lint
@@ -28,6 +28,11 @@ install: $(STAMP)
 
 test: $(DEV_STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests tfds_gopro
+
+# The edit loop: all but the slow tiers (pytest.ini names the markers).
+FAST := not (multihost or gcs or notebook or parity or slow)
+test-fast: $(DEV_STAMP)
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m '$(FAST)' tests tfds_gopro
 
 # Only ruff, at its pin in requirements-dev.txt: linting needs nothing else.
 $(LINT_STAMP): requirements-dev.txt | $(VENV)/bin/python

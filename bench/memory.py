@@ -21,19 +21,16 @@ reused for the new state), the step's peak if everything is live at once.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 
+from fcn_jax import memory
 from fcn_jax import models
 from fcn_jax import train
-from fcn_jax import train_state
-from fcn_jax.cpu import compiler_options
 
 VARIANTS = {  # name: (compute dtype, rematerialise)
   'fp32': ('float32', False),
@@ -56,6 +53,15 @@ _BATCH_SIZES = flags.DEFINE_list(
 _VARIANTS = flags.DEFINE_list(
   'variants', list(VARIANTS), f'Any of {", ".join(VARIANTS)}.'
 )
+_GRANULARITY = flags.DEFINE_enum(
+  'remat_granularity', 'stage', ['stage', 'level', 'block'], 'Remat unit.'
+)
+_POLICY = flags.DEFINE_enum(
+  'remat_policy',
+  'nothing_saveable',
+  ['nothing_saveable', 'conv_saveable', 'dots_saveable'],
+  'What a remat unit keeps.',
+)
 _REMAT = flags.DEFINE_list(
   'remat',
   ['1', '2', '3'],
@@ -65,42 +71,17 @@ _REMAT = flags.DEFINE_list(
 
 def step_memory(config, batch_size: int) -> dict[str, int]:
   """Bytes of the compiled train step of `config` at `batch_size`."""
+  return memory.train_step_memory(config, batch_size)
+
+
+def residual_bytes(config) -> int:
+  """Saved-residual bytes of one crop_size image (backend-independent)."""
   model = models.model_from_config(config)
-  tx = train.create_optimizer(config)
-  state = jax.eval_shape(
-    lambda r: train_state.create_train_state(r, model, tx, config),
-    jax.random.key(0),
-  )
+  state = memory._abstract_state(config)[2]
   crop = config.crop_size
-  batch = {
-    k: jax.ShapeDtypeStruct((batch_size, crop, crop, 3), jnp.uint8)
-    for k in ('blur', 'sharp')
-  }
-  step = jax.jit(
-    functools.partial(
-      train.train_step,
-      model=model,
-      tx=tx,
-      config=config,
-      learning_rate_fn=train.create_learning_rate_fn(config),
-    ),
-    donate_argnums=(0,),
-    compiler_options=compiler_options(),
+  return memory.saved_residual_bytes(
+    model, state.params['net'], (1, crop, crop, 3)
   )
-  stats = step.lower(state, batch).compile().memory_analysis()
-  sizes = {
-    'arguments': stats.argument_size_in_bytes,
-    'outputs': stats.output_size_in_bytes,
-    'temporaries': stats.temp_size_in_bytes,
-    'aliased': stats.alias_size_in_bytes,
-  }
-  sizes['total'] = (
-    sizes['arguments']
-    + sizes['outputs']
-    + sizes['temporaries']
-    - sizes['aliased']
-  )
-  return sizes
 
 
 def _mib(n: int) -> str:
@@ -127,23 +108,25 @@ def main(argv: Sequence[str]) -> None:
   )
   print(
     '| variant | batch | crop | arguments MiB | outputs MiB |'
-    ' temporaries MiB | total MiB |'
+    ' temporaries MiB | total MiB | XLA peak MiB | saved residuals MiB/image |'
   )
-  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for batch_size in batch_sizes:
     for name in _VARIANTS.value:
       dtype, rematerialise = VARIANTS[name]
       variant = config.copy_and_resolve_references()
       variant.model.dtype = dtype
       variant.model.remat = remat if rematerialise else ()
+      variant.model.remat_granularity = _GRANULARITY.value
+      variant.model.remat_policy = _POLICY.value
       sizes = step_memory(variant, batch_size)
       print(
         f'| {name} | {batch_size} | {config.crop_size} | '
         + ' | '.join(
           _mib(sizes[k])
-          for k in ('arguments', 'outputs', 'temporaries', 'total')
+          for k in ('arguments', 'outputs', 'temporaries', 'total', 'peak')
         )
-        + ' |',
+        + f' | {_mib(residual_bytes(variant))} |',
         flush=True,
       )
 

@@ -438,6 +438,7 @@ class TorchRunner:
   ):
     import torch  # pylint: disable=g-import-not-at-top
     from fcn_jax import convert  # pylint: disable=g-import-not-at-top
+    import torch_weights  # pylint: disable=g-import-not-at-top  (bench/)
 
     self.torch = torch
     self.device = torch.device(device)
@@ -452,7 +453,7 @@ class TorchRunner:
     self.optimizer, self.edge_weight = config.optimizer, config.loss.edge_weight
     self.state_dict = {
       k: torch.from_numpy(np.ascontiguousarray(v))
-      for k, v in convert.flax_to_torch(
+      for k, v in torch_weights.flax_to_torch(
         jax.device_get(params), self.fields['num_cab']
       ).items()
     }

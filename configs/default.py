@@ -20,9 +20,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(
     dict(
       **presets.FULL,
-      dtype='float32',  # 'bfloat16': mixed precision (fp32 params/optimizer)
-      precision=config_dict.placeholder(str),  # None, 'high' or 'highest'
-      remat=(),  # stages (0..3) to rematerialise, e.g. (1, 2, 3)
+      # 'bfloat16': the fast path on GPU/TPU, bf16 activations with float32
+      # parameters, stage images, losses and optimizer.
+      dtype='float32',
+      # Convolution precision. None (default): the backend's, i.e. TF32 on
+      # Ampere/Hopper and one bf16 pass on TPU for float32 data; 'high';
+      # 'highest': true float32 (parity with PyTorch).
+      precision=config_dict.placeholder(str),
+      remat=(),  # stages (0..3) to rematerialise, e.g. (0, 1, 2, 3)
+      # One rematerialised unit: 'stage', 'level' (U-Net level, ORB) or
+      # 'block' (each CAB); what it keeps: 'nothing_saveable',
+      # 'conv_saveable' or 'dots_saveable' (fcn_jax/models/layers.py).
+      remat_granularity='stage',
+      remat_policy='nothing_saveable',
       tlc_train_size=config_dict.placeholder(int),  # test-time local statistics
       # Table 2's ablation switches (models/fcn.py; configs/ablation.py):
       # processing block, enhanced feature extraction (needs use_pb),
@@ -40,6 +50,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_dataset = 'gopro/blur:train'
   config.batch_size = 16  # global, over all devices and hosts
   config.eval_batch_size = 8  # global
+  # Start-up memory check (fcn_jax/memory.py): the compiled train step at
+  # batch_size and the forward pass at eval_batch_size on eval_image_size
+  # images must fit one device's memory (its bytes_limit; on CPU only with
+  # device_memory_bytes or $FCN_JAX_DEVICE_MEMORY set).
+  config.check_memory = True
+  config.device_memory_bytes = config_dict.placeholder(int)
+  config.eval_image_size = (720, 1280)
   config.crop_size = 256
   # Training patches: 'crop' (random crop_size crops, the release) or 'resize'
   # (whole images resized to crop_size x crop_size, the paper's text).

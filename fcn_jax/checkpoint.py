@@ -118,18 +118,6 @@ def find(workdir: str) -> tuple[str, int]:
   )
 
 
-def read_config(
-  workdir: str, kind: Optional[str] = None, step: Optional[int] = None
-) -> dict:
-  """The config stored with a checkpoint (default: the one `find` picks)."""
-  if kind is None:
-    kind, step = find(workdir)
-  mngr = make_manager(workdir, kind, read_only=True)
-  return mngr.restore(
-    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
-  )['config']
-
-
 def abstract_params(
   model: FCN, sharding: Optional[jax.sharding.Sharding] = None
 ):

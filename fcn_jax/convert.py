@@ -123,21 +123,6 @@ def prelu_keys(params: Mapping[str, Any], num_cab: int) -> list[str]:
   return keys
 
 
-def flax_to_torch(
-  params: Mapping[str, Any], num_cab: int
-) -> dict[str, np.ndarray]:
-  """Our params as an official state_dict (numpy, OIHW), without stage1_decoder1."""
-  out = {}
-  for path, value in _leaves(params):
-    value = np.asarray(value)
-    if path == ('prelu',):
-      for key in prelu_keys(params, num_cab):
-        out[key] = value.copy()
-    else:
-      out[torch_key(path, num_cab)] = value.transpose(3, 2, 0, 1)
-  return out
-
-
 def _numpy(value: Any) -> np.ndarray:
   if hasattr(value, 'detach'):  # a torch tensor
     value = value.detach().cpu().float().numpy()

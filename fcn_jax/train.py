@@ -36,12 +36,14 @@ from fcn_jax import cpu
 from fcn_jax import distributed
 from fcn_jax import evaluators
 from fcn_jax import losses
+from fcn_jax import memory
 from fcn_jax import metrics
 from fcn_jax import models
 from fcn_jax import train_state
 from fcn_jax.errors import ConfigError, NonFiniteLossError
 from fcn_jax.models import FCN
 from fcn_jax.train_state import STAGES, TrainState
+from fcn_jax.models.layers import REMAT_GRANULARITIES, REMAT_POLICIES
 
 
 # ----------------------------------------------------------------------------
@@ -241,6 +243,19 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.model.remat={config.model.remat}: stages are 0, 1, 2, 3'
     )
+  for field, choices in (
+    ('remat_granularity', REMAT_GRANULARITIES),
+    ('remat_policy', REMAT_POLICIES),
+  ):
+    if config.model.get(field, choices[0]) not in choices:
+      raise ConfigError(
+        f'config.model.{field}={config.model[field]!r}: use one of {choices}'
+      )
+  if config.model.precision not in (None, 'default', 'high', 'highest'):
+    raise ConfigError(
+      f'config.model.precision={config.model.precision!r}: use None,'
+      " 'default', 'high' or 'highest'"
+    )
   try:  # the ablation switches fit together
     models.model_from_config(config).kept_stages()
   except ValueError as e:
@@ -253,6 +268,10 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   create_learning_rate_fn(config)
   if config.init_from and not epath.Path(config.init_from).is_dir():
     raise ConfigError(f'config.init_from={config.init_from}: no such directory')
+  try:
+    memory.check_memory(config, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 BEST_RULES = ('psnr', 'psnr_and_ssim')

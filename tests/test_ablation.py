@@ -3,8 +3,6 @@ removes, training steps at reduced width, and configs/ablation.py."""
 
 import functools
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +20,6 @@ from fcn_jax.models import FCN, init_params
 from fcn_jax.models.presets import TINY
 from tests.conftest import jitted_apply
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = sorted(ablation.PAPER_PSNR)
 MPRNET_PARAMETERS = 20_127_073  # MPRNet's deblurring network (reference facts)
 
@@ -245,19 +242,9 @@ def test_bad_ablation_arguments_name_the_value(arg, match):
     ablation.get_config(arg)
 
 
-def test_main_rejects_a_bad_row_in_one_line(tmp_path):
-  proc = subprocess.run(
-    [
-      sys.executable,
-      'main.py',
-      '--config=configs/ablation.py:stages=3,without=sam',
-      f'--workdir={tmp_path}/w',
-    ],
-    cwd=ROOT,
-    env=dict(os.environ, JAX_PLATFORMS='cpu'),
-    capture_output=True,
-    text=True,
-    timeout=300,
+def test_main_rejects_a_bad_row_in_one_line(tmp_path, run_main):
+  proc = run_main(
+    tmp_path / 'w', config='configs/ablation.py:stages=3,without=sam'
   )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines() == [

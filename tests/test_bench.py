@@ -45,6 +45,7 @@ def table_rows(text):
   return rows
 
 
+@pytest.mark.slow
 def test_smoke_run(tmp_path):
   out_md = tmp_path / 'bench.md'
   cmd = [sys.executable, SCRIPT, '--smoke', f'--markdown_out={out_md}']

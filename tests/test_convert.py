@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from bench import torch_weights
 from fcn_jax import checkpoint
 from fcn_jax import convert
 from fcn_jax import models
@@ -24,7 +25,9 @@ def official_state_dict(tiny_params):
   DataParallel, including the unused stage1_decoder1 keys."""
   sd = {
     'module.' + k: v
-    for k, v in convert.flax_to_torch(tiny_params, TINY['num_cab']).items()
+    for k, v in torch_weights.flax_to_torch(
+      tiny_params, TINY['num_cab']
+    ).items()
   }
   sd['module.stage1_decoder1.decoder_level1.0.body.0.weight'] = np.zeros(
     (8, 8, 3, 3), np.float32
@@ -172,7 +175,9 @@ def mprnet_state_dict(mprnet_params):
   """An MPRNet state_dict (its key names, OIHW) as its train.py saves it."""
   return {
     'module.' + k: v
-    for k, v in convert.flax_to_torch(mprnet_params, TINY['num_cab']).items()
+    for k, v in torch_weights.flax_to_torch(
+      mprnet_params, TINY['num_cab']
+    ).items()
   }
 
 

@@ -3,10 +3,13 @@
 import json
 import os
 
+import pytest
+
 from configs import demo
 from fcn_jax import train
 
 
+@pytest.mark.slow
 def test_demo_config_smoke(tmp_path):
   config = demo.get_config()
   config.data_dir = str(tmp_path / 'data')

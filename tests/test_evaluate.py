@@ -7,12 +7,9 @@ copies it into each test's workdir. The 6 test images of synthetic_blur/tiny
 """
 
 import csv
-import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -27,10 +24,7 @@ from fcn_jax import inference
 from fcn_jax import data
 from fcn_jax import metrics
 from fcn_jax import models
-from fcn_jax.models import FCN, init_params
-from fcn_jax.models.presets import TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = 'synthetic_blur/tiny:test'
 NAME = 'synthetic_blur_tiny_test'
 NUM_IMAGES = 6
@@ -52,19 +46,9 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def template(tmp_path_factory):
+def template(tiny_checkpoint):
   """A workdir holding one checkpoint of random tiny parameters (step 0)."""
-  d = str(tmp_path_factory.mktemp('template'))
-  params = jax.jit(functools.partial(init_params, FCN(**TINY)))(
-    jax.random.key(0)
-  )
-  mngr = checkpoint.make_manager(d)
-  checkpoint.save(
-    mngr, 0, params=params, config=tiny.get_config().to_dict(), meta={}
-  )
-  mngr.wait_until_finished()
-  mngr.close()
-  return d
+  return tiny_checkpoint
 
 
 def new_workdir(template, path) -> str:
@@ -103,26 +87,6 @@ def read_test_split(data_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     key = ex['id'].decode() if isinstance(ex['id'], bytes) else str(ex['id'])
     out[key] = (np.asarray(ex['blur']), np.asarray(ex['sharp']))
   return out
-
-
-def run_main(workdir, data_dir, *args, devices=1):
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS='cpu',
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-  )
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, 'main.py'),
-    '--config=configs/tiny.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
-    '--mode=eval',
-    *args,
-  ]
-  return subprocess.run(
-    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-  )
 
 
 @pytest.fixture(scope='module')
@@ -220,11 +184,14 @@ def test_release_validation_centre_crops_and_float_psnr(
   assert np.asarray(Image.open(image)).shape == (16, 16, 3)
 
 
+@pytest.mark.slow
 def test_four_devices_write_the_same_results(
-  plain, template, data_dir, tmp_path
+  plain, template, data_dir, tmp_path, run_main
 ):
   workdir = new_workdir(template, tmp_path / 'four')
-  proc = run_main(workdir, data_dir, '--config.eval_batch_size=4', devices=4)
+  proc = run_main(
+    workdir, data_dir, '--mode=eval', '--config.eval_batch_size=4', devices=4
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '(4 per process)' in proc.stderr  # main.py's device line
   one, four = read_summary(plain[0]), read_summary(workdir)
@@ -269,10 +236,10 @@ def test_ensemble_changes_the_result_slightly(plain, ensembled):
   assert ens['ssim_matlab'] == pytest.approx(one['ssim_matlab'], abs=0.1)
 
 
-def test_missing_checkpoint_is_one_error_line(tmp_path, data_dir):
+def test_missing_checkpoint_is_one_error_line(tmp_path, data_dir, run_main):
   workdir = tmp_path / 'empty'
   workdir.mkdir()
-  proc = run_main(workdir, data_dir)
+  proc = run_main(workdir, data_dir, '--mode=eval')
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith('error:') and str(workdir) in last, proc.stderr[-3000:]

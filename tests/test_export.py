@@ -9,17 +9,13 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
 
 import fcn_jax
-from fcn_jax import checkpoint
 from fcn_jax import export
-from fcn_jax.models import FCN, init_params
 
-TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(13, 21), (24, 16)]  # two shapes through one symbolic artefact
 
@@ -48,29 +44,15 @@ assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  model = FCN(**TINY)
-  params = jax.jit(lambda rng: init_params(model, rng, (1, 16, 16, 3)))(
-    jax.random.key(2)
-  )
-  d = str(tmp_path_factory.mktemp('workdir'))
-  mngr = checkpoint.make_manager(d)
-  checkpoint.save(
-    mngr,
-    0,
-    params=params,
-    config={'model': dict(TINY, dtype='float32')},
-    meta={},
-  )
-  mngr.wait_until_finished()
-  mngr.close()
-  return d
+def workdir(tiny_checkpoint):
+  return tiny_checkpoint
 
 
 def env():
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 
 
+@pytest.mark.slow
 def test_artefact_runs_without_flax_and_matches_load(workdir, tmp_path):
   model_file = str(tmp_path / 'fcn.jaxexport')
   exported = export.run(workdir, model_file, platforms=['cpu'])

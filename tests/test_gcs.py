@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import convert
+from bench import torch_weights
 from tests import gcs_emulator
 from fcn_jax.models.presets import TINY
 
+pytestmark = pytest.mark.gcs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'fcn-test'
 GS = f'gs://{BUCKET}'
@@ -167,7 +168,7 @@ def test_predict_and_evaluate_on_gs(gcs, trained, run):
 
 def test_convert_to_gs(gcs, run, tiny_params, tmp_path):
   torch = pytest.importorskip('torch')
-  state_dict = convert.flax_to_torch(tiny_params, TINY['num_cab'])
+  state_dict = torch_weights.flax_to_torch(tiny_params, TINY['num_cab'])
   pth = tmp_path / 'model_best.pth'
   torch.save(
     {

@@ -124,6 +124,7 @@ def test_bfloat16_close_to_float32(tiny_params):
   assert 10 * np.log10(peak**2 / mse) > 40
 
 
+@pytest.mark.slow
 def test_remat_keeps_gradients(tiny_params):
   x = jnp.asarray(np.random.default_rng(5).random((1, 16, 16, 3), np.float32))
 

@@ -26,6 +26,7 @@ import pytest
 
 from tests.test_train import final_params
 
+pytestmark = pytest.mark.multihost
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEARTBEAT = 10  # --heartbeat_timeout of these jobs (s)
 JOB_TIMEOUT = 600  # bound on any one job (s)

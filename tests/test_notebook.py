@@ -9,7 +9,6 @@ import json
 import os
 import sys
 
-import jax
 import nbformat
 from nbclient import NotebookClient
 import numpy as np
@@ -18,25 +17,19 @@ import pytest
 
 from configs import tiny
 from fcn_jax import checkpoint
-from fcn_jax import models
-from fcn_jax import train
 from fcn_jax import train_state
 
+pytestmark = pytest.mark.notebook
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'deblur.ipynb')
 STEP = 3
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_train_state):
   """A checkpoint shaped like training's: params, train state, config, meta."""
   config = tiny.get_config()
-  model = models.model_from_config(config)
-  state = jax.jit(
-    lambda k: train_state.create_train_state(
-      k, model, train.create_optimizer(config), config
-    )
-  )(jax.random.key(0))
+  state = tiny_train_state
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
   train_state.save(

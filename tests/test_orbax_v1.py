@@ -17,7 +17,6 @@ import pytest
 from configs import tiny
 from fcn_jax import checkpoint
 from fcn_jax import models
-from fcn_jax import train
 from fcn_jax import train_state
 
 STEP = 5
@@ -33,15 +32,10 @@ def orbax_v1():
 
 
 @pytest.fixture(scope='module')
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, tiny_train_state):
   config = tiny.get_config()
   model = models.model_from_config(config)
-  state = jax.jit(
-    lambda k: train_state.create_train_state(
-      k, model, train.create_optimizer(config), config
-    )
-  )(jax.random.key(0))
-  state = state.replace(step=state.step + STEP)
+  state = tiny_train_state.replace(step=tiny_train_state.step + STEP)
   params, train_items = train_state.split(state)
   d = str(tmp_path_factory.mktemp('workdir'))
   mngr = checkpoint.make_manager(d)
@@ -76,7 +70,7 @@ def test_v1_loads_a_training_checkpoint(saved):
 
   everything = ocp1.load_checkpointables(path)
   assert sorted(everything) == ['config', 'meta', 'params', 'train']
-  assert everything['config'] == checkpoint.read_config(workdir)  # JSON
+  assert everything['config'] == checkpoint.load_params(workdir)[1]  # JSON
   assert everything['meta'] == {'samples_seen': 20, 'step': STEP}
   assert_trees_equal(everything['params'], params)
   np.testing.assert_array_equal(

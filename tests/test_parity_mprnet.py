@@ -21,10 +21,13 @@ from fcn_jax import models
 REPO = os.environ.get('MPRNET_REPO')
 DEBLURRING = os.path.join(REPO or '', 'Deblurring')
 torch = pytest.importorskip('torch')
-pytestmark = pytest.mark.skipif(
-  not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
-  reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet',
-)
+pytestmark = [
+  pytest.mark.parity,
+  pytest.mark.skipif(
+    not REPO or not os.path.isfile(os.path.join(DEBLURRING, 'MPRNet.py')),
+    reason='set MPRNET_REPO to a checkout of github.com/swz30/MPRNet',
+  ),
+]
 
 
 def mprnet_class():
@@ -67,7 +70,7 @@ def test_recognised_as_mprnet(converted):
   assert convert.architecture(net.state_dict()) == 'mprnet'
   assert config['model']['use_pb'] is False
   assert config['model']['use_efem'] is False
-  model = models.model_from_config(checkpoint.read_config(workdir))
+  model = models.model_from_config(checkpoint.load_params(workdir)[1])
   assert (model.use_pb, model.use_efem) == (False, False)
   assert (model.n_feat, model.num_cab) == (96, 8)
 

@@ -18,10 +18,13 @@ from fcn_jax.models import FCN
 
 REPO = os.environ.get('FCN_OFFICIAL_REPO')
 torch = pytest.importorskip('torch')
-pytestmark = pytest.mark.skipif(
-  not REPO or not os.path.isfile(os.path.join(REPO or '', 'Net.py')),
-  reason='set FCN_OFFICIAL_REPO to a checkout of the official FCN repository',
-)
+pytestmark = [
+  pytest.mark.parity,
+  pytest.mark.skipif(
+    not REPO or not os.path.isfile(os.path.join(REPO or '', 'Net.py')),
+    reason='set FCN_OFFICIAL_REPO to a checkout of the official FCN repository',
+  ),
+]
 
 
 def official_net_class():

@@ -17,30 +17,13 @@ from fcn_jax import checkpoint
 from fcn_jax import image_io
 from fcn_jax import models
 from fcn_jax import predict
-from fcn_jax.models import FCN, init_params
-from fcn_jax.models.presets import TINY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  model = FCN(**TINY)
-  params = jax.jit(lambda rng: init_params(model, rng, (1, 16, 16, 3)))(
-    jax.random.key(1)
-  )
-  d = str(tmp_path_factory.mktemp('workdir'))
-  mngr = checkpoint.make_manager(d)
-  checkpoint.save(
-    mngr,
-    0,
-    params=params,
-    config={'model': dict(TINY, dtype='float32')},
-    meta={},
-  )
-  mngr.wait_until_finished()
-  mngr.close()
-  return d
+def workdir(tiny_checkpoint):
+  return tiny_checkpoint
 
 
 def write_inputs(folder):

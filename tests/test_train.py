@@ -4,8 +4,6 @@ kill -9, learned trust ratios, NaN handling and the start-up checks."""
 import glob
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -21,43 +19,12 @@ from fcn_jax import train
 from fcn_jax import train_state
 from fcn_jax.evaluators import full_image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def tiny_config(data_dir, **overrides):
   config = tiny.get_config()
   config.data_dir = str(data_dir)
   config.update(overrides)
   return config
-
-
-def run_main(workdir, data_dir, *args, devices=1, wait=True):
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS='cpu',
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-  )
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, 'main.py'),
-    '--config=configs/tiny.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
-    *args,
-  ]
-  proc = subprocess.Popen(
-    cmd,
-    cwd=ROOT,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
-  if not wait:
-    return proc
-  out, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, out[-3000:]
-  return out
 
 
 def scalars(workdir, tag):
@@ -79,7 +46,9 @@ def final_params(workdir):
   """(params, step) of the latest checkpoint of `workdir`."""
   mngr = checkpoint.make_manager(str(workdir), read_only=True)
   step = mngr.latest_step()
-  config = checkpoint.read_config(str(workdir), checkpoint.LATEST, step)
+  config = mngr.restore(
+    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+  )['config']
   target = checkpoint.abstract_params(models.model_from_config(config))
   restored = mngr.restore(
     step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
@@ -100,13 +69,14 @@ def reference_run(data_dir, tmp_path_factory):
   return workdir, state
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end(reference_run):
   workdir, state = reference_run
   config = tiny.get_config()
   assert int(state.step) == config.num_train_steps
   params, step = final_params(workdir)
   assert step == config.num_train_steps
-  saved = checkpoint.read_config(str(workdir))
+  _, saved = checkpoint.load_params(str(workdir))
   assert (
     saved['model']['n_feat'] == config.model.n_feat
     and saved['seed'] == config.seed
@@ -129,6 +99,7 @@ def test_tiny_run_end_to_end(reference_run):
     assert scalars(workdir, tag), tag
 
 
+@pytest.mark.slow
 def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
   _, state = reference_run
   ratios = np.asarray(jax.nn.sigmoid(state.params['trust']))
@@ -136,8 +107,12 @@ def test_learned_trust_ratios_move_and_stay_bounded(reference_run):
   assert np.abs(ratios - tiny.get_config().loss.trust_init).min() > 1e-4
 
 
-def test_four_devices_give_the_same_losses(reference_run, data_dir, tmp_path):
-  run_main(tmp_path / 'four', data_dir, devices=4)
+@pytest.mark.slow
+def test_four_devices_give_the_same_losses(
+  reference_run, data_dir, tmp_path, run_main
+):
+  proc = run_main(tmp_path / 'four', data_dir, devices=4)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   one = scalars(reference_run[0], 'train_loss')
   four = scalars(tmp_path / 'four', 'train_loss')
   assert sorted(one) == sorted(four)
@@ -149,7 +124,10 @@ def test_four_devices_give_the_same_losses(reference_run, data_dir, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
+@pytest.mark.slow
+def test_kill_9_and_restart_is_bit_exact(
+  reference_run, data_dir, tmp_path, run_main
+):
   workdir = tmp_path / 'killed'
   proc = run_main(workdir, data_dir, wait=False)
   deadline = time.time() + 300
@@ -167,11 +145,12 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
     checkpoint.make_manager(str(workdir), read_only=True).latest_step() < 12
   )
   # Resumed on the decoded cache: the same batches as the PNGs of the reference.
-  out = run_main(
+  proc = run_main(
     workdir, data_dir, f'--config.decoded_cache_dir={tmp_path / "decoded"}'
   )
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert list((tmp_path / 'decoded').glob('synthetic_blur_tiny_train-*.u8'))
-  assert 'Resumed from' in out
+  assert 'Resumed from' in proc.stderr
   ours, step = final_params(workdir)
   theirs, _ = final_params(reference_run[0])
   assert step == 12
@@ -179,6 +158,7 @@ def test_kill_9_and_restart_is_bit_exact(reference_run, data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
   data_dir, tmp_path, monkeypatch
 ):
@@ -243,23 +223,8 @@ def test_missing_dataset_names_the_build_command(tmp_path):
     distributed.prepare_datasets((config.train_dataset,), str(tmp_path))
 
 
-def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
-    [
-      sys.executable,
-      'main.py',
-      '--config=configs/tiny.py',
-      f'--workdir={tmp_path}/w',
-      f'--config.data_dir={data_dir}',
-      '--config.crop_size=30',
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+def test_main_reports_config_errors_in_one_line(tmp_path, data_dir, run_main):
+  proc = run_main(tmp_path / 'w', data_dir, '--config.crop_size=30')
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
     'error: config.crop_size=30 must be a positive multiple of 8'
@@ -267,7 +232,8 @@ def test_main_reports_config_errors_in_one_line(tmp_path, data_dir):
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path, run_main):
   workdir = tmp_path / 'preempted'
   proc = run_main(
     workdir,
@@ -293,6 +259,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   assert f'SIGTERM: saved step {step}' in out
 
 
+@pytest.mark.slow
 def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
   source, _ = reference_run
   config = tiny_config(
@@ -315,6 +282,7 @@ def test_init_from_another_workdir(reference_run, data_dir, tmp_path):
   assert int(state.step) == 1
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_parameters():
   config = tiny.get_config()
   config.model.dtype = 'bfloat16'

@@ -50,7 +50,8 @@ class QueryKeyGate(nn.Module):
 class MultiStageAttention(nn.Module):
   """Multi-stage attention mechanism (paper Fig. 4b; official: SAM, 1x1 convs).
 
-  Returns the features passed to the next stage and this stage's image.
+  Returns the features passed to the next stage and this stage's image (in
+  `x_img`'s dtype, float32 in FCN, whatever the computation dtype).
   """
 
   cfg: BlockConfig
@@ -59,6 +60,7 @@ class MultiStageAttention(nn.Module):
   @nn.compact
   def __call__(self, x: Array, x_img: Array) -> tuple[Array, Array]:
     x1 = conv(self.cfg, self.n_feat, 1, name='conv1')(x)
-    img = conv(self.cfg, 3, 1, name='conv2')(x) + x_img
+    # The stage image's residual addition in float32 (x_img is float32).
+    img = conv(self.cfg, 3, 1, name='conv2')(x).astype(jnp.float32) + x_img
     x2 = nn.sigmoid(conv(self.cfg, self.n_feat, 1, name='conv3')(img))
     return x1 * x2 + x, img

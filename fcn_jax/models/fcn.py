@@ -74,7 +74,15 @@ import jax
 import jax.numpy as jnp
 
 from fcn_jax.models.attention import MultiStageAttention, QueryKeyGate
-from fcn_jax.models.layers import BlockConfig, CAB, conv
+import dataclasses
+
+from fcn_jax.models.layers import (
+  REMAT_GRANULARITIES,
+  BlockConfig,
+  CAB,
+  conv,
+  maybe_remat,
+)
 from fcn_jax.models.orsnet import RawInformationMechanism
 from fcn_jax.models.unet import Decoder, Encoder
 
@@ -123,7 +131,8 @@ class ShallowFeatures(nn.Module):
   @nn.compact
   def __call__(self, x: Array, alpha: Array) -> Array:
     x = conv(self.cfg, self.n_feat, self.cfg.kernel_size, name='conv')(x)
-    return CAB(self.cfg, self.activation, name='cab')(x, alpha)
+    cab = maybe_remat(CAB, self.cfg, 'block')
+    return cab(self.cfg, self.activation, name='cab')(x, alpha)
 
 
 class FCN(nn.Module):
@@ -136,9 +145,19 @@ class FCN(nn.Module):
   Attributes:
     n_feat, scale_unetfeats, scale_orsnetfeats, num_cab, kernel_size,
       reduction: the official hyper-parameters (defaults: the published model).
-    dtype: computation dtype ('float32' or 'bfloat16'); parameters stay float32.
-    precision: convolution precision (None, 'high', 'highest').
+    dtype: computation dtype ('float32' or 'bfloat16'); parameters stay float32,
+      and so do the stage images: under bfloat16 the residual additions that
+      make them (`tail(y) + x`, SAM's `conv(x) + x_img`) run in float32.
+    precision: convolution precision (None: the backend's default, TF32 on
+      Ampere/Hopper GPUs and one bf16 pass on TPU; 'high'; 'highest': full
+      float32, for parity).
     remat: stages (0..3) whose blocks are rematerialised in the backward pass.
+    remat_granularity: what one rematerialised unit is, inside those stages:
+      'stage' (the stage's encoder, decoder, RIM, processing block as one
+      unit each), 'level' (each encoder/decoder level's CABs, each ORB) or
+      'block' (each CAB).
+    remat_policy: what a unit keeps for the backward pass ('nothing_saveable',
+      'conv_saveable', 'dots_saveable'; see `layers.remat_policy`).
     tlc_train_size: test-time local statistics: the training crop size whose
       statistics channel attention should see (None: global pooling).
     use_pb, use_efem, use_msam, use_rim, stages: the ablation switches of the
@@ -154,6 +173,8 @@ class FCN(nn.Module):
   dtype: Any = 'float32'
   precision: Optional[str] = None
   remat: Sequence[int] = ()
+  remat_granularity: str = 'stage'
+  remat_policy: str = 'nothing_saveable'
   tlc_train_size: Optional[int] = None
   use_pb: bool = True
   use_efem: bool = True
@@ -173,8 +194,26 @@ class FCN(nn.Module):
       )
     return tuple(s for s in KEPT_STAGES[self.stages] if s or self.use_pb)
 
-  def _block(self, cls, stage: int):
-    return nn.remat(cls) if stage in tuple(self.remat) else cls
+  def _block(self, cls, stage: int, cfg: BlockConfig):
+    if self.remat_granularity not in REMAT_GRANULARITIES:
+      raise ValueError(
+        f'FCN.remat_granularity={self.remat_granularity!r}: use one of '
+        f'{REMAT_GRANULARITIES}'
+      )
+    if stage in tuple(self.remat) and self.remat_granularity == 'stage':
+      return maybe_remat(cls, self._stage_cfg(cfg, stage, 'stage'), 'stage')
+    return cls
+
+  def _stage_cfg(
+    self, cfg: BlockConfig, stage: int, granularity: Optional[str] = None
+  ) -> BlockConfig:
+    """The shared BlockConfig, with remat set for the blocks of `stage`."""
+    remat = 'none'
+    if stage in tuple(self.remat):
+      remat = granularity or self.remat_granularity
+      if remat == 'stage' and granularity is None:
+        remat = 'none'  # the stage's modules are wrapped whole by `_block`
+    return dataclasses.replace(cfg, remat=remat, remat_policy=self.remat_policy)
 
   @nn.compact
   def __call__(self, x: Array) -> list[Array]:
@@ -199,20 +238,23 @@ class FCN(nn.Module):
     cfg = BlockConfig(
       self.kernel_size, self.reduction, dtype, self.precision, tlc
     )
+    cfgs = [self._stage_cfg(cfg, s) for s in range(4)]
     nf, su = self.n_feat, self.scale_unetfeats
     alpha = self.param(
       'prelu', nn.initializers.constant(0.25), (1,), jnp.float32
     )
+    # The stage images stay float32: their residual additions run in float32.
+    x_img = x.astype(jnp.float32)
     x = x.astype(dtype)
     halves = split_rows(x, 2)  # (2N, H/2, W): top, bottom
-    stage1_img = stage2_img = x  # stages not built
+    stage1_img = stage2_img = x_img  # stages not built
     enc1 = dec1 = enc2 = dec2 = feats = None
 
     # Stage 0: the processing block on eight strips.
     if 0 in kept:
       strips = split_cols(halves, 4)  # (8N, H/2, W/4)
-      f0 = self._block(ShallowFeatures, 0)(
-        cfg, nf, 'selu', name='processing_block'
+      f0 = self._block(ShallowFeatures, 0, cfgs[0])(
+        cfgs[0], nf, 'selu', name='processing_block'
       )(strips, alpha)
       f0 = merge_cols(f0, 4).reshape(n, 2, h // 2, w, nf)  # top, bottom
 
@@ -228,44 +270,45 @@ class FCN(nn.Module):
     def attend(name: str, y: Array, img: Array) -> tuple[Array, Array]:
       if self.use_msam:
         return MultiStageAttention(cfg, nf, name=f'msam{name}')(y, img)
-      return y, conv(cfg, 3, 1, name=f'head{name}')(y) + img
+      head = conv(cfg, 3, 1, name=f'head{name}')(y)
+      return y, head.astype(jnp.float32) + img
 
     # Stage 1: four quarters through one U-Net; the query-key gate.
     if 1 in kept:
       quarters = split_cols(halves, 2)  # (4N, H/2, W/2)
-      y = ShallowFeatures(cfg, nf, name='shallow_feat1')(quarters, alpha)
-      enc1 = self._block(Encoder, 1)(cfg, nf, su, name='stage1_encoder')(
-        y, alpha
-      )
+      y = ShallowFeatures(cfgs[1], nf, name='shallow_feat1')(quarters, alpha)
+      enc1 = self._block(Encoder, 1, cfgs[1])(
+        cfgs[1], nf, su, name='stage1_encoder'
+      )(y, alpha)
       enc1 = [merge_cols(e, 2) for e in enc1]  # (2N, ...): top, bottom
       if 0 in kept:
         enc1[0] = add_stage0(enc1[0])
-      dec1 = self._block(Decoder, 1)(cfg, nf, su, name='stage1_decoder')(
-        enc1, alpha
-      )
-      feats, img = attend('12', dec1[0], halves)
+      dec1 = self._block(Decoder, 1, cfgs[1])(
+        cfgs[1], nf, su, name='stage1_decoder'
+      )(enc1, alpha)
+      feats, img = attend('12', dec1[0], split_rows(x_img, 2))
       stage1_img = merge_rows(img, 2)
 
     # Stage 2: two halves; cross-stage fusion with the (gated) stage-1 maps.
     if 2 in kept:
-      y = ShallowFeatures(cfg, nf, name='shallow_feat2')(halves, alpha)
+      y = ShallowFeatures(cfgs[2], nf, name='shallow_feat2')(halves, alpha)
       if 1 in kept:
         y = conv(cfg, nf, self.kernel_size, name='concat12')(
           jnp.concatenate([y, feats], axis=-1)
         )
-      enc2 = self._block(Encoder, 2)(
-        cfg, nf, su, csff=1 in kept, name='stage2_encoder'
+      enc2 = self._block(Encoder, 2, cfgs[2])(
+        cfgs[2], nf, su, csff=1 in kept, name='stage2_encoder'
       )(y, alpha, enc1, dec1)
       if 0 in kept and 1 not in kept:
         enc2[0] = add_stage0(enc2[0])
       enc2 = [merge_rows(e, 2) for e in enc2]  # (N, ...): whole images
-      dec2 = self._block(Decoder, 2)(cfg, nf, su, name='stage2_decoder')(
-        enc2, alpha
-      )
-      feats, stage2_img = attend('23', dec2[0], x)
+      dec2 = self._block(Decoder, 2, cfgs[2])(
+        cfgs[2], nf, su, name='stage2_decoder'
+      )(enc2, alpha)
+      feats, stage2_img = attend('23', dec2[0], x_img)
 
     # Stage 3: the whole image and the raw information mechanism.
-    y = ShallowFeatures(cfg, nf, name='shallow_feat3')(x, alpha)
+    y = ShallowFeatures(cfgs[3], nf, name='shallow_feat3')(x, alpha)
     if 0 in kept and 2 not in kept:
       y = merge_rows(add_stage0(split_rows(y, 2)), 2)
     if 2 in kept:
@@ -274,16 +317,17 @@ class FCN(nn.Module):
       cfg, nf + self.scale_orsnetfeats, self.kernel_size, name='concat23'
     )(y)
     if self.use_rim:
-      y = self._block(RawInformationMechanism, 3)(
-        cfg,
+      y = self._block(RawInformationMechanism, 3, cfgs[3])(
+        cfgs[3],
         nf,
         self.scale_orsnetfeats,
         su,
         self.num_cab,
         name='raw_information',
       )(y, alpha, enc2, dec2)
-    stage3_img = conv(cfg, 3, self.kernel_size, name='tail')(y) + x
-    return [o.astype(jnp.float32) for o in (stage3_img, stage2_img, stage1_img)]
+    tail = conv(cfg, 3, self.kernel_size, name='tail')(y)
+    stage3_img = tail.astype(jnp.float32) + x_img
+    return [stage3_img, stage2_img, stage1_img]
 
 
 def init_params(

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from fcn_jax import cpu
 
@@ -41,6 +42,42 @@ class BlockConfig:
   dtype: Dtype = jnp.float32
   precision: Optional[str] = None
   tlc_ratio: Optional[tuple[float, float]] = None
+  remat: str = 'none'
+  remat_policy: str = 'nothing_saveable'
+
+
+REMAT_GRANULARITIES = ('stage', 'level', 'block')
+REMAT_POLICIES = ('nothing_saveable', 'conv_saveable', 'dots_saveable')
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy of a `remat_policy` name.
+
+  'nothing_saveable': the backward pass recomputes everything inside the
+  block from its inputs; 'conv_saveable': the outputs of the convolutions (named
+  'conv' by `Conv`) are kept, only the cheap element-wise work is recomputed;
+  'dots_saveable': JAX's policy that keeps dot and convolution primitives
+  (on CPU the convolutions are custom-gradient calls it does not see).
+  """
+  policies = {
+    'nothing_saveable': jax.checkpoint_policies.nothing_saveable,
+    'conv_saveable': jax.checkpoint_policies.save_only_these_names('conv'),
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+  }
+  if name not in policies:
+    raise ValueError(f'remat_policy={name!r}: use one of {tuple(policies)}')
+  return policies[name]
+
+
+def maybe_remat(cls, cfg: BlockConfig, granularity: str):
+  """`cls` under `nn.remat` when `cfg.remat` is `granularity`, else `cls`.
+
+  Rematerialisation changes what the backward pass keeps, not the values:
+  outputs and gradients are the same with and without it.
+  """
+  if cfg.remat != granularity:
+    return cls
+  return nn.remat(cls, policy=remat_policy(cfg.remat_policy))
 
 
 # PyTorch's default Conv2d initialisation (kaiming_uniform with a=sqrt(5)):
@@ -66,7 +103,8 @@ class Conv(nn.Module):
       'kernel', TORCH_CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32
     )
     x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
-    return cpu.conv_same(x, kernel, self.cfg.precision)
+    y = cpu.conv_same(x, kernel, self.cfg.precision)
+    return checkpoint_name(y, 'conv')
 
 
 def conv(
@@ -200,8 +238,9 @@ class CABStack(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, alpha: Array) -> Array:
+    cab = maybe_remat(CAB, self.cfg, 'block')
     for i in range(self.num):
-      x = CAB(self.cfg, name=f'cab{i}')(x, alpha)
+      x = cab(self.cfg, name=f'cab{i}')(x, alpha)
     return x
 
 

@@ -7,7 +7,13 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 
-from fcn_jax.models.layers import BlockConfig, CABStack, UpSample, conv
+from fcn_jax.models.layers import (
+  BlockConfig,
+  CABStack,
+  UpSample,
+  conv,
+  maybe_remat,
+)
 
 Array = jax.Array
 
@@ -57,8 +63,9 @@ class RawInformationMechanism(nn.Module):
         y = UpSample(self.cfg, n, name=f'up_{kind}2_1')(y)
       return conv(self.cfg, width, 1, name=f'conv_{kind}{level}')(y)
 
+    orb = maybe_remat(ORB, self.cfg, 'level')
     for level in (1, 2, 3):
-      x = ORB(self.cfg, self.num_cab, name=f'orb{level}')(x, alpha)
+      x = orb(self.cfg, self.num_cab, name=f'orb{level}')(x, alpha)
       if encoder_outs is None:
         continue
       x = (

@@ -14,6 +14,7 @@ from fcn_jax.models.layers import (
   DownSample,
   UpSample,
   conv,
+  maybe_remat,
 )
 
 Array = jax.Array
@@ -44,7 +45,9 @@ class Encoder(nn.Module):
     for level, width in enumerate(widths, start=1):
       if level > 1:
         x = DownSample(self.cfg, width, name=f'down{level - 1}{level}')(x)
-      x = CABStack(self.cfg, 2, name=f'level{level}')(x, alpha)
+      x = maybe_remat(CABStack, self.cfg, 'level')(
+        self.cfg, 2, name=f'level{level}'
+      )(x, alpha)
       if self.csff:
         x = (
           x
@@ -72,13 +75,15 @@ class Decoder(nn.Module):
   ) -> list[Array]:
     enc1, enc2, enc3 = encoder_outs
     n, s = self.n_feat, self.scale_unetfeats
-    dec3 = CABStack(self.cfg, 2, name='level3')(enc3, alpha)
-    x = UpSample(self.cfg, n + s, name='up32')(dec3) + CAB(
+    stack = maybe_remat(CABStack, self.cfg, 'level')
+    cab = maybe_remat(CAB, self.cfg, 'block')
+    dec3 = stack(self.cfg, 2, name='level3')(enc3, alpha)
+    x = UpSample(self.cfg, n + s, name='up32')(dec3) + cab(
       self.cfg, name='skip_attn2'
     )(enc2, alpha)
-    dec2 = CABStack(self.cfg, 2, name='level2')(x, alpha)
-    x = UpSample(self.cfg, n, name='up21')(dec2) + CAB(
+    dec2 = stack(self.cfg, 2, name='level2')(x, alpha)
+    x = UpSample(self.cfg, n, name='up21')(dec2) + cab(
       self.cfg, name='skip_attn1'
     )(enc1, alpha)
-    dec1 = CABStack(self.cfg, 2, name='level1')(x, alpha)
+    dec1 = stack(self.cfg, 2, name='level1')(x, alpha)
     return [dec1, dec2, dec3]

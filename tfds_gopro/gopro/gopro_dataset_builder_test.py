@@ -1,9 +1,6 @@
 """Tests of the `gopro` builder on both layouts, from Python and the CLI."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -11,11 +8,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
+from tfds_gopro import testing
 from tfds_gopro.gopro import gopro_dataset_builder
 
 _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-_TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
 _ORIGINAL_IDS = {
   'train': [
     'GOPR0001_00_00/000001',
@@ -34,7 +31,9 @@ class GoproOriginalTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 3, 'test': 2}
 
 
-class GoproFlatTest(tfds.testing.DatasetBuilderTestCase):
+class GoproFlatTest(
+  testing.WritesTFRecord, tfds.testing.DatasetBuilderTestCase
+):
   """The flattened {train,test}/{input,target} layout, written as TFRecord."""
 
   DATASET_CLASS = gopro_dataset_builder.Builder
@@ -42,21 +41,9 @@ class GoproFlatTest(tfds.testing.DatasetBuilderTestCase):
   BUILDER_CONFIG_NAMES_TO_TEST = ['blur']
   SPLITS = {'train': 3, 'test': 2}
 
-  def _make_builder(self, config=None):
-    return self.dataset_class(
-      data_dir=self.tmp_dir,
-      config=config,
-      version=self.VERSION,
-      file_format='tfrecord',
-    )
-
 
 def _download_config(manual_dir):
   return tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-
-
-def _ids(source):
-  return sorted(example['id'].decode() for example in source)
 
 
 def test_data_source_reads_default_array_record(tmp_path):
@@ -76,7 +63,7 @@ def test_data_source_reads_default_array_record(tmp_path):
     builder = tfds.builder(f'gopro/{config}', data_dir=data_dir)
     assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
     assert list(builder.data_path.glob('gopro-test.array_record*'))
-    assert _ids(test) == _ORIGINAL_IDS['test']
+    assert testing.ids(test) == _ORIGINAL_IDS['test']
     for example in test:
       sharp = make_dummy_data.sharp_image(example['id'].decode())
       np.testing.assert_array_equal(example['sharp'], sharp)
@@ -85,7 +72,7 @@ def test_data_source_reads_default_array_record(tmp_path):
         example['blur'], make_dummy_data.blur_image(sharp, gamma)
       )
   train = tfds.data_source('gopro', split='train', data_dir=data_dir)
-  assert _ids(train) == _ORIGINAL_IDS['train']
+  assert testing.ids(train) == _ORIGINAL_IDS['train']
 
 
 def test_flat_layout_ids(tmp_path):
@@ -93,11 +80,13 @@ def test_flat_layout_ids(tmp_path):
     download_config=_download_config(_DUMMY / 'flat')
   )
   assert (
-    _ids(tfds.data_source('gopro', split='train', data_dir=tmp_path))
+    testing.ids(tfds.data_source('gopro', split='train', data_dir=tmp_path))
     == (_ORIGINAL_IDS['train'])
   )
   # A name without `-<frame>` gives the file stem.
-  assert _ids(tfds.data_source('gopro', split='test', data_dir=tmp_path)) == [
+  assert testing.ids(
+    tfds.data_source('gopro', split='test', data_dir=tmp_path)
+  ) == [
     'GOPR0003_00_00/000001',
     'GOPR0003_00_00_000002',
   ]
@@ -185,19 +174,8 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     # sys.path: `tfds_gopro` comes from the installed package (pip install -e).
     args, cwd = [str(_REPO / 'tfds_gopro' / 'gopro')], tmp_path
     configs, manual_dir = ['blur', 'blur_gamma'], _DUMMY / 'original'
-  result = subprocess.run(
-    [
-      _TFDS,
-      'build',
-      *args,
-      f'--manual_dir={manual_dir}',
-      f'--data_dir={tmp_path}',
-    ],
-    cwd=cwd,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
+  result = testing.tfds_build(
+    *args, f'--manual_dir={manual_dir}', f'--data_dir={tmp_path}', cwd=cwd
   )
   assert result.returncode == 0, result.stderr[-5000:]
   for config in configs:
@@ -206,7 +184,7 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     source = tfds.data_source(
       f'gopro/{config}', split='train', data_dir=tmp_path
     )
-    assert _ids(source) == _ORIGINAL_IDS['train']
+    assert testing.ids(source) == _ORIGINAL_IDS['train']
     ds = tfds.load(f'gopro/{config}', split='train', data_dir=tmp_path)
     assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
   if from_repo_root:
@@ -220,19 +198,8 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     ]
 
 
-def _tree(root):
-  return sorted(
-    str(p.relative_to(root)) for p in root.rglob('*') if p.is_file()
-  )
-
-
 def test_dummy_data_matches_generator(tmp_path):
   """The committed dummy_data is what make_dummy_data.py writes."""
-  make_dummy_data.write_gopro_original(tmp_path / 'original' / 'GOPRO_Large')
-  make_dummy_data.write_gopro_flat(tmp_path / 'flat')
-  assert _tree(tmp_path) == _tree(_DUMMY)
-  for name in _tree(tmp_path):
-    if name.endswith('.png'):
-      np.testing.assert_array_equal(
-        Image.open(tmp_path / name), Image.open(_DUMMY / name), err_msg=name
-      )
+  testing.write_tree('gopro', 'original', tmp_path / 'original')
+  testing.write_tree('gopro', 'flat', tmp_path / 'flat')
+  testing.assert_same_tree(tmp_path, _DUMMY)

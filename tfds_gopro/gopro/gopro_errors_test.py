@@ -8,39 +8,21 @@ import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
 from tfds_gopro import paired
+from tfds_gopro import testing
 from tfds_gopro.gopro import gopro_dataset_builder
 
 _SCENE = pathlib.Path('train') / 'GOPR0001_00_00'
 
 
-@pytest.fixture(name='original')
-def _original(tmp_path) -> pathlib.Path:
-  """A GOPRO_Large tree inside manual_dir/GOPRO_Large."""
-  make_dummy_data.write_gopro_original(tmp_path / 'manual' / 'GOPRO_Large')
-  return tmp_path / 'manual' / 'GOPRO_Large'
-
-
-@pytest.fixture(name='flat')
-def _flat(tmp_path) -> pathlib.Path:
-  make_dummy_data.write_gopro_flat(tmp_path / 'manual')
-  return tmp_path / 'manual'
+original = testing.tree_fixture('gopro', 'original')  # manual/GOPRO_Large
+flat = testing.tree_fixture('gopro', 'flat')  # manual
 
 
 def _build_fails(tmp_path, config='blur') -> str:
   """Builds from tmp_path/manual; returns the error, checks nothing is left."""
-  data_dir = tmp_path / 'data'
-  builder = tfds.builder(f'gopro/{config}', data_dir=data_dir)
-  with pytest.raises(paired.DatasetLayoutError) as error:
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / 'manual')
-      )
-    )
-  reopened = tfds.builder(f'gopro/{config}', data_dir=data_dir)
-  assert not reopened.is_prepared()
-  assert not reopened.data_path.exists()
-  assert not [p for p in data_dir.rglob('*') if 'incomplete' in p.name]
-  return str(error.value)
+  return testing.build_fails(
+    f'gopro/{config}', tmp_path / 'manual', tmp_path / 'data'
+  )
 
 
 @pytest.mark.parametrize('missing', ['sharp', 'blur'])

@@ -1,9 +1,6 @@
 """Tests of the `hide` builder on both layouts, from Python and the CLI."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -11,11 +8,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
+from tfds_gopro import testing
 from tfds_gopro.hide import hide_dataset_builder
 
 _DUMMY = pathlib.Path(__file__).resolve().parent / 'dummy_data'
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-_TFDS = os.path.join(os.path.dirname(sys.executable), 'tfds')
 _TEST_IDS = [
   'test-close-ups/1fromGOPR1001',
   'test-close-ups/2fromGOPR1001',
@@ -31,7 +28,7 @@ class HideOriginalTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 2, 'test': 3}
 
 
-class HideFlatTest(tfds.testing.DatasetBuilderTestCase):
+class HideFlatTest(testing.WritesTFRecord, tfds.testing.DatasetBuilderTestCase):
   """The flattened test/{input,target} layout, without a train split.
 
   Written as TFRecord, which TFDS reads itself.
@@ -40,18 +37,6 @@ class HideFlatTest(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = hide_dataset_builder.Builder
   EXAMPLE_DIR = str(_DUMMY / 'flat')
   SPLITS = {'test': 2}
-
-  def _make_builder(self, config=None):
-    return self.dataset_class(
-      data_dir=self.tmp_dir,
-      config=config,
-      version=self.VERSION,
-      file_format='tfrecord',
-    )
-
-
-def _ids(source):
-  return sorted(example['id'].decode() for example in source)
 
 
 def test_data_source_reads_default_array_record(tmp_path):
@@ -71,7 +56,7 @@ def test_data_source_reads_default_array_record(tmp_path):
   )
   builder = tfds.builder('hide', data_dir=data_dir)
   assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
-  assert _ids(test) == _TEST_IDS
+  assert testing.ids(test) == _TEST_IDS
   for example in test:
     sharp = make_dummy_data.sharp_image(example['id'].decode().split('/')[-1])
     np.testing.assert_array_equal(example['sharp'], sharp)
@@ -80,7 +65,7 @@ def test_data_source_reads_default_array_record(tmp_path):
       example['blur'], make_dummy_data.blur_image(sharp)
     )
   train = tfds.data_source('hide', split='train', data_dir=data_dir)
-  assert _ids(train) == ['1fromGOPR0001', '2fromGOPR0001']
+  assert testing.ids(train) == ['1fromGOPR0001', '2fromGOPR0001']
 
 
 def test_flat_layout_ids(tmp_path):
@@ -91,7 +76,9 @@ def test_flat_layout_ids(tmp_path):
     )
   )
   assert list(builder.info.splits) == ['test']
-  assert _ids(tfds.data_source('hide', split='test', data_dir=tmp_path)) == [
+  assert testing.ids(
+    tfds.data_source('hide', split='test', data_dir=tmp_path)
+  ) == [
     '1fromGOPR1001',
     '1fromGOPR2001',
   ]
@@ -146,42 +133,18 @@ def test_tfds_build_command(tmp_path, from_repo_root):
     # sys.path: `tfds_gopro` comes from the installed package (pip install -e).
     path, cwd, layout = str(_REPO / 'tfds_gopro' / 'hide'), tmp_path, 'original'
     ids = _TEST_IDS
-  result = subprocess.run(
-    [
-      _TFDS,
-      'build',
-      path,
-      f'--manual_dir={_DUMMY / layout}',
-      f'--data_dir={tmp_path}',
-    ],
-    cwd=cwd,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
+  result = testing.tfds_build(
+    path, f'--manual_dir={_DUMMY / layout}', f'--data_dir={tmp_path}', cwd=cwd
   )
   assert result.returncode == 0, result.stderr[-5000:]
   source = tfds.data_source('hide', split='test', data_dir=tmp_path)
-  assert _ids(source) == ids
+  assert testing.ids(source) == ids
   ds = tfds.load('hide', split='test', data_dir=tmp_path)
   assert [e['id'] for e in tfds.as_numpy(ds)] == [e['id'] for e in source]
 
 
-def _tree(root):
-  return sorted(
-    str(p.relative_to(root)) for p in root.rglob('*') if p.is_file()
-  )
-
-
 def test_dummy_data_matches_generator(tmp_path):
   """The committed dummy_data is what make_dummy_data.py writes."""
-  make_dummy_data.write_hide_original(tmp_path / 'original' / 'HIDE_dataset')
-  make_dummy_data.write_hide_flat(tmp_path / 'flat')
-  assert _tree(tmp_path) == _tree(_DUMMY)
-  for name in _tree(tmp_path):
-    if name.endswith('.png'):
-      np.testing.assert_array_equal(
-        Image.open(tmp_path / name), Image.open(_DUMMY / name), err_msg=name
-      )
-    else:
-      assert (tmp_path / name).read_text() == (_DUMMY / name).read_text()
+  testing.write_tree('hide', 'original', tmp_path / 'original')
+  testing.write_tree('hide', 'flat', tmp_path / 'flat')
+  testing.assert_same_tree(tmp_path, _DUMMY)

@@ -3,42 +3,21 @@
 import pathlib
 
 import numpy as np
-import pytest
-import tensorflow_datasets as tfds
 
 from tfds_gopro import make_dummy_data
 from tfds_gopro import paired
+from tfds_gopro import testing
 
 _CLOSE_UP = pathlib.Path('test') / 'test-close-ups' / '1fromGOPR1001.png'
 
 
-@pytest.fixture(name='original')
-def _original(tmp_path) -> pathlib.Path:
-  """A HIDE_dataset tree inside manual_dir/HIDE_dataset."""
-  make_dummy_data.write_hide_original(tmp_path / 'manual' / 'HIDE_dataset')
-  return tmp_path / 'manual' / 'HIDE_dataset'
-
-
-@pytest.fixture(name='flat')
-def _flat(tmp_path) -> pathlib.Path:
-  make_dummy_data.write_hide_flat(tmp_path / 'manual')
-  return tmp_path / 'manual'
+original = testing.tree_fixture('hide', 'original')  # manual/HIDE_dataset
+flat = testing.tree_fixture('hide', 'flat')  # manual
 
 
 def _build_fails(tmp_path) -> str:
   """Builds from tmp_path/manual; returns the error, checks nothing is left."""
-  data_dir = tmp_path / 'data'
-  with pytest.raises(paired.DatasetLayoutError) as error:
-    tfds.builder('hide', data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / 'manual')
-      )
-    )
-  reopened = tfds.builder('hide', data_dir=data_dir)
-  assert not reopened.is_prepared()
-  assert not reopened.data_path.exists()
-  assert not [p for p in data_dir.rglob('*') if 'incomplete' in p.name]
-  return str(error.value)
+  return testing.build_fails('hide', tmp_path / 'manual', tmp_path / 'data')
 
 
 def test_missing_gt_partner(tmp_path, original):

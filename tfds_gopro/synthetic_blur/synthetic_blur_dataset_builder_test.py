@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 import tensorflow_datasets as tfds
 
+from tfds_gopro import testing
 from tfds_gopro.synthetic_blur import camera_shake
 from tfds_gopro.synthetic_blur import synthetic_blur_dataset_builder as sb
 
@@ -34,20 +35,13 @@ def _dummy_config(name: str = 'dummy', **kwargs) -> sb.SyntheticBlurConfig:
   return sb.SyntheticBlurConfig(name=name, **fields)
 
 
-class SyntheticBlurTest(tfds.testing.DatasetBuilderTestCase):
+class SyntheticBlurTest(
+  testing.WritesTFRecord, tfds.testing.DatasetBuilderTestCase
+):
   DATASET_CLASS = sb.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = [_dummy_config()]
   SPLITS = {'train': 6, 'test': 4}
   SKIP_CHECKSUMS = True
-
-  def _make_builder(self, config=None):
-    # The checks read with `as_dataset`, which ArrayRecord (our default) lacks.
-    return self.dataset_class(
-      data_dir=self.tmp_dir,
-      config=config,
-      version=self.VERSION,
-      file_format='tfrecord',
-    )
 
 
 def _build(data_dir, config, **kwargs) -> sb.Builder:
