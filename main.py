@@ -13,7 +13,6 @@ training is `fcn_jax.train`, evaluation `fcn_jax.evaluators`.
 """
 
 import os
-import traceback
 
 from absl import app
 from absl import flags
@@ -22,7 +21,6 @@ import jax
 from ml_collections import config_flags
 
 from fcn_jax import distributed
-from fcn_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -56,6 +54,12 @@ flags.DEFINE_integer(
   '(killed, lost) counts as dead and every other one stops '
   'with an error.',
 )
+flags.DEFINE_bool(
+  'verbose',
+  False,
+  'Print the traceback of an error that ends the run on the terminal '
+  '(default: WORKDIR/error.log, the terminal gets one line).',
+)
 config_flags.DEFINE_config_file(
   'config', None, 'A file in configs/.', lock_config=True
 )
@@ -82,24 +86,21 @@ def main(argv):
   distributed.log_start(field, FLAGS.config[field])
   # pylint: disable=g-import-not-at-top
   from fcn_jax import evaluators
+  from fcn_jax import interrupts
   from fcn_jax import train
 
   # pylint: enable=g-import-not-at-top
+  if not FLAGS.verbose:
+    interrupts.capture_background_errors(FLAGS.workdir)
   try:
     if FLAGS.mode == 'train':
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
       evaluators.evaluate(FLAGS.config, FLAGS.workdir)
-  except (
-    errors.ConfigError,
-    errors.NonFiniteLossError,
-    FileNotFoundError,
-  ) as e:
-    distributed.exit_with(f'error: {e}')
-  except Exception:  # pylint: disable=broad-except
-    if jax.process_count() == 1:
-      raise
-    distributed.exit_with(traceback.format_exc().rstrip())
+  except Exception as e:  # pylint: disable=broad-except
+    interrupts.exit_with_error(e, FLAGS.workdir, verbose=FLAGS.verbose)
+  except KeyboardInterrupt as e:  # Ctrl-C before training set its handler
+    interrupts.exit_with_error(e, FLAGS.workdir, verbose=FLAGS.verbose)
 
 
 if __name__ == '__main__':

@@ -70,6 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = 0  # set by each config
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
+  # Checkpoints kept in workdir/checkpoints: the latest checkpoint_keep, plus
+  # every step that is a multiple of checkpoint_keep_every (0: none).
+  config.checkpoint_keep = 2
+  config.checkpoint_keep_every = 0
 
   # Evaluators by name (fcn_jax/evaluators/): each has its type, dataset,
   # schedule (every_steps, 0: only at the end; every_steps_late from

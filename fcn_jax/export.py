@@ -107,7 +107,10 @@ def run(
       f'{checkpoint.LATEST}/<step>, written by main.py or fcn_jax.convert)'
     ) from None
   _check_output(output)
-  exported = export_restore(workdir, platforms)
+  try:
+    exported = export_restore(workdir, platforms)
+  except checkpoint.CheckpointUnreadableError as e:
+    raise ExportError(str(e)) from None
   try:
     image_io.write_atomic(output, bytes(exported.serialize()))
   except OSError as e:

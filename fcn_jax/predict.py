@@ -202,14 +202,17 @@ def run(
     ) from None
   pairs = plan(input_path, output_path)
   start = time.perf_counter()
-  deblurrer = inference.load(
-    workdir,
-    ensemble=ensemble,
-    tile=tile,
-    overlap=overlap,
-    tlc_train_size=tlc_train_size,
-    bucket=bucket,
-  )
+  try:
+    deblurrer = inference.load(
+      workdir,
+      ensemble=ensemble,
+      tile=tile,
+      overlap=overlap,
+      tlc_train_size=tlc_train_size,
+      bucket=bucket,
+    )
+  except checkpoint.CheckpointUnreadableError as e:
+    raise PredictError(str(e)) from None
   for directory in sorted({str(epath.Path(d).parent) for _, d in pairs}):
     epath.Path(directory).mkdir(parents=True, exist_ok=True)
   folder = epath.Path(input_path).is_dir()

@@ -15,7 +15,6 @@ import collections
 import dataclasses
 import functools
 import itertools
-import signal
 from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
@@ -35,6 +34,7 @@ from fcn_jax import checkpoint
 from fcn_jax import cpu
 from fcn_jax import distributed
 from fcn_jax import evaluators
+from fcn_jax import interrupts
 from fcn_jax import losses
 from fcn_jax import memory
 from fcn_jax import metrics
@@ -223,6 +223,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
       f'config.best_rule={config.best_rule!r}: use one of {BEST_RULES}'
     )
+  if config.checkpoint_keep < 1:
+    raise ConfigError(
+      f'config.checkpoint_keep={config.checkpoint_keep} must be at least 1'
+    )
+  if config.checkpoint_keep_every < 0:
+    raise ConfigError(
+      f'config.checkpoint_keep_every={config.checkpoint_keep_every} is '
+      'negative (0: none kept beyond the latest)'
+    )
   if config.num_train_steps < 0:
     raise ConfigError(
       f'config.num_train_steps={config.num_train_steps} is negative'
@@ -359,8 +368,13 @@ def restore_or_create(
     train_state.create_train_state, model=model, tx=tx, config=config
   )
   rng = jax.random.key(config.seed)
-  if latest.latest_step() is not None:
-    state = train_state.restore(latest, jax.eval_shape(create, rng), sharding)
+  abstract = jax.eval_shape(create, rng)
+  # The newest readable step; unreadable newer ones are moved aside.
+  found = checkpoint.restore_latest_readable(
+    latest, lambda step: train_state.restore(latest, abstract, sharding, step)
+  )
+  if found is not None:
+    state = found[1]
     logging.info(
       'Resumed from %s at step %d', latest.directory, int(state.step)
     )
@@ -427,34 +441,6 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(
     jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
   )
-
-
-class _Preemption:
-  """Whether to save and stop at a step because of SIGTERM.
-
-  In a job of several processes, JAX's preemption notifier (installed by
-  `jax.distributed.initialize`) catches SIGTERM on whichever process gets it
-  and the preemption sync point picks one step at which every process returns
-  True; a Python SIGTERM handler would displace that notifier, so none is
-  installed. A single process has no notifier: a Python handler sets a flag.
-  Call `__call__` at every step on every process.
-  """
-
-  def __init__(self, manager: ocp.CheckpointManager):
-    self._manager = manager
-    self._flag: list[bool] = []
-    self._previous = None
-    if not jax.distributed.is_initialized():
-      self._previous = signal.signal(
-        signal.SIGTERM, lambda *_: self._flag.append(True)
-      )
-
-  def __call__(self, step: int) -> bool:
-    return self._manager.reached_preemption(step) or bool(self._flag)
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 class BestKeeper:
@@ -583,8 +569,20 @@ def train_and_evaluate(
 
   model = models.model_from_config(config)
   tx = create_optimizer(config)
-  latest = checkpoint.make_manager(workdir, checkpoint.LATEST)
+  latest = checkpoint.make_manager(
+    workdir,
+    checkpoint.LATEST,
+    max_to_keep=config.checkpoint_keep,
+    keep_period=config.checkpoint_keep_every,
+  )
   state = restore_or_create(config, latest, model, tx, run.replicated)
+  checkpoint.check_disk(
+    workdir,
+    checkpoint.checkpoint_bytes((state.params, state.opt_state)),
+    config.checkpoint_keep + 2,  # the kept ones, the best, the one being saved
+    keep=config.checkpoint_keep,
+    keep_every=config.checkpoint_keep_every,
+  )
   start_step = int(state.step)
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params['net'])
@@ -602,7 +600,7 @@ def train_and_evaluate(
   )
   keeper = BestKeeper(workdir, config.best_rule, config.best_eval, save)
   guard = NonFiniteGuard()
-  preemption = _Preemption(latest)
+  preemption = interrupts.StopSignals(latest)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
   train_metrics = None
@@ -647,11 +645,18 @@ def train_and_evaluate(
         save(latest, state)
       writer.flush()
       if preempted:
-        logging.warning('SIGTERM: saved step %d; exiting', step)
+        checkpoint.wait(latest)
+        logging.warning('%s: saved step %d; exiting', preemption.name, step)
         break
+  except BaseException:
+    # Closed without raising: the error on its way out names the cause.
+    checkpoint.close(latest)
+    checkpoint.close(keeper.manager)
+    raise
+  else:
+    checkpoint.wait(latest)
+    checkpoint.wait(keeper.manager)
   finally:
-    latest.wait_until_finished()
-    keeper.manager.wait_until_finished()
     preemption.close()
     writer.flush()
   return state

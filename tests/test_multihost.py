@@ -251,7 +251,7 @@ def test_sigterm_to_one_process_saves_one_step_everywhere(preempted):
   saved = [re.findall(r'SIGTERM: saved step (\d+)', job.out(i)) for i in (0, 1)]
   assert saved[0] == saved[1] and len(saved[0]) == 1, job.tails()
   step = int(saved[0][0])
-  assert _steps(workdir) == [step] and 1 < step < 8
+  assert _steps(workdir)[-1] == step and 1 < step < 8
 
 
 @pytest.fixture(scope='module')
