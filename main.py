@@ -60,6 +60,12 @@ flags.DEFINE_bool(
   'Print the traceback of an error that ends the run on the terminal '
   '(default: WORKDIR/error.log, the terminal gets one line).',
 )
+flags.DEFINE_string(
+  'profile_steps',
+  None,
+  'a:b: write a jax.profiler trace of steps a to b into the workdir '
+  '(TensorBoard profile plugin).',
+)
 config_flags.DEFINE_config_file(
   'config', None, 'A file in configs/.', lock_config=True
 )
@@ -87,14 +93,23 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from fcn_jax import evaluators
   from fcn_jax import interrupts
+  from fcn_jax import tooling
   from fcn_jax import train
 
   # pylint: enable=g-import-not-at-top
   if not FLAGS.verbose:
     interrupts.capture_background_errors(FLAGS.workdir)
+  if FLAGS.profile_steps:
+    try:
+      tooling.parse_steps(FLAGS.profile_steps)
+    except ValueError as e:
+      raise SystemExit(f'error: {e}') from None
+  tooling.enable_compilation_cache(FLAGS.workdir)
   try:
     if FLAGS.mode == 'train':
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      train.train_and_evaluate(
+        FLAGS.config, FLAGS.workdir, profile_steps=FLAGS.profile_steps
+      )
     else:
       evaluators.evaluate(FLAGS.config, FLAGS.workdir)
   except Exception as e:  # pylint: disable=broad-except

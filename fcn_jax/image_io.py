@@ -2,7 +2,8 @@
 
 Paths may be any etils.epath path (local or gs://). Images in memory are HxWx3
 float32 in [0, 1] (`to_float_rgb`, `read_image`) or uint8 (`to_uint8`,
-`write_png`); every file is written atomically (`write_atomic`).
+`write_png`); every file is written atomically (`write_atomic`). Pillow is
+imported when an image file is read or written, so the rest runs without it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any, Union
 
 from etils import epath
 import numpy as np
-from PIL import Image
-from PIL import ImageOps
 
 ArrayLike = Any  # np.ndarray or jax.Array
 SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
@@ -69,6 +68,8 @@ def read_image(path: epath.PathLike) -> np.ndarray:
   which drops alpha. The EXIF orientation of photos is applied. (Pillow reads
   16-bit RGB PNGs as 8-bit RGB.)
   """
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+
   with epath.Path(path).open('rb') as f, Image.open(f) as im:
     im = ImageOps.exif_transpose(im)
     if im.mode in SIXTEEN_BIT_MODES:
@@ -104,6 +105,8 @@ def write_atomic(path: epath.PathLike, data: Union[bytes, str]) -> None:
 
 def write_png(path: epath.PathLike, image: np.ndarray) -> None:
   """Writes a uint8 HxWx3 image as an RGB PNG, atomically (`write_atomic`)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
   buffer = io.BytesIO()
   Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(
     buffer, format='PNG'

@@ -7,25 +7,26 @@
 evaluations (`fcn_jax.evaluators`, the best checkpoint kept by `BestKeeper`)
 and checkpoints. The state and its checkpoint layout are
 `fcn_jax.train_state`. The pieces import no TensorFlow: the input pipeline
-and clu's metric writers and periodic actions (which import TensorFlow) are
-imported only inside `train_and_evaluate`.
+and clu's metric writers, periodic actions and parameter overview are
+imported only inside `train_and_evaluate`, and the step imports no clu or
+ml_collections (an accelerator image with only JAX, Flax, Optax and Orbax runs
+it).
 """
+
+from __future__ import annotations
 
 import collections
 import dataclasses
 import functools
 import itertools
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from absl import logging
-from clu import metrics as clu_metrics
-from clu import parameter_overview
 from etils import epath
 import flax
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -39,11 +40,15 @@ from fcn_jax import losses
 from fcn_jax import memory
 from fcn_jax import metrics
 from fcn_jax import models
+from fcn_jax import tooling
 from fcn_jax import train_state
 from fcn_jax.errors import ConfigError, NonFiniteLossError
 from fcn_jax.models import FCN
 from fcn_jax.train_state import STAGES, TrainState
 from fcn_jax.models.layers import REMAT_GRANULARITIES, REMAT_POLICIES
+
+if TYPE_CHECKING:  # configs are ConfigDicts; the step pieces need no import
+  import ml_collections
 
 
 # ----------------------------------------------------------------------------
@@ -86,24 +91,82 @@ def create_optimizer(
 
 
 @flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
+class Average:
+  """The mean of the values merged so far."""
+
+  total: jax.Array
+  count: jax.Array
+
+  @classmethod
+  def of(cls, values: jax.Array) -> Average:
+    return cls(jnp.sum(values), jnp.asarray(jnp.size(values), jnp.int32))
+
+  def merge(self, other: Average) -> Average:
+    return Average(self.total + other.total, self.count + other.count)
+
+  def compute(self) -> jax.Array:
+    return self.total / self.count
+
+
+@flax.struct.dataclass
+class LastValue:
+  """The value of the last step merged."""
+
+  value: jax.Array
+
+  @classmethod
+  def of(cls, value: jax.Array) -> LastValue:
+    return cls(jnp.asarray(value))
+
+  def merge(self, other: LastValue) -> LastValue:
+    return other
+
+  def compute(self) -> jax.Array:
+    return self.value
+
+
+@flax.struct.dataclass
+class TrainMetrics:
   """What `train_step` reports, per stage in the order of STAGES.
 
   Averages over the steps merged since the last log; the trust ratios and the
-  learning rate are those of the last step. (clu reads these annotations as
-  metric classes, so this module has no `from __future__ import annotations`.)
+  learning rate are those of the last step (clu's Average and LastValue, in
+  a few lines, so that the step imports no clu).
   """
 
-  loss: clu_metrics.Average.from_output('loss')
-  psnr: clu_metrics.Average.from_output('psnr')
-  loss_final: clu_metrics.Average.from_output('loss_final')
-  loss_stage2: clu_metrics.Average.from_output('loss_stage2')
-  loss_stage1: clu_metrics.Average.from_output('loss_stage1')
-  trust_final: clu_metrics.LastValue.from_output('trust_final')
-  trust_stage2: clu_metrics.LastValue.from_output('trust_stage2')
-  trust_stage1: clu_metrics.LastValue.from_output('trust_stage1')
-  grad_norm: clu_metrics.Average.from_output('grad_norm')
-  learning_rate: clu_metrics.LastValue.from_output('learning_rate')
+  loss: Average
+  psnr: Average
+  loss_final: Average
+  loss_stage2: Average
+  loss_stage1: Average
+  trust_final: LastValue
+  trust_stage2: LastValue
+  trust_stage1: LastValue
+  grad_norm: Average
+  learning_rate: LastValue
+
+  @classmethod
+  def single_from_model_output(cls, **outputs: jax.Array) -> TrainMetrics:
+    last = ('trust_final', 'trust_stage2', 'trust_stage1', 'learning_rate')
+    return cls(
+      **{
+        k: (LastValue if k in last else Average).of(v)
+        for k, v in outputs.items()
+      }
+    )
+
+  def merge(self, other: TrainMetrics) -> TrainMetrics:
+    return jax.tree.map(
+      lambda a, b: a.merge(b),
+      self,
+      other,
+      is_leaf=lambda x: isinstance(x, (Average, LastValue)),
+    )
+
+  def compute(self) -> dict[str, jax.Array]:
+    return {
+      f.name: getattr(self, f.name).compute() for f in dataclasses.fields(self)
+    }
 
 
 def train_step(
@@ -551,11 +614,14 @@ def train_batches(
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  profile_steps: Optional[str] = None,
 ) -> TrainState:
   """Trains (resuming from workdir if it holds a checkpoint), evaluating as configured."""
   # pylint: disable=g-import-not-at-top
   from clu import metric_writers
+  from clu import parameter_overview
   from clu import periodic_actions
 
   # pylint: enable=g-import-not-at-top
@@ -601,6 +667,7 @@ def train_and_evaluate(
   keeper = BestKeeper(workdir, config.best_rule, config.best_eval, save)
   guard = NonFiniteGuard()
   preemption = interrupts.StopSignals(latest)
+  profiler = tooling.StepProfiler(workdir, profile_steps, start_step)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
   train_metrics = None
@@ -615,6 +682,7 @@ def train_and_evaluate(
           else train_metrics.merge(step_metrics)
         )
         guard.add(step, step_metrics.loss.total)
+      profiler(step, state)
       for hook in hooks:
         hook(step)
       preempted = preemption(step)  # at every step: the sync point needs it
@@ -658,5 +726,6 @@ def train_and_evaluate(
     checkpoint.wait(keeper.manager)
   finally:
     preemption.close()
+    profiler.close()
     writer.flush()
   return state

@@ -7,18 +7,22 @@ what only training resumes from (step, trust-ratio logits, optimizer state).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
 from fcn_jax import checkpoint
 from fcn_jax.models import FCN, init_params
+
+if (
+  TYPE_CHECKING
+):  # configs are ConfigDicts; importing this needs no ml_collections
+  import ml_collections
 
 STAGES = ('final', 'stage2', 'stage1')  # the order of the model's outputs
 

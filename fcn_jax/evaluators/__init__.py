@@ -20,11 +20,10 @@ workdir by every evaluator of the config. Old configs and command lines
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from etils import epath
 import jax
-import ml_collections
 
 from fcn_jax import checkpoint
 from fcn_jax import distributed
@@ -35,6 +34,11 @@ from fcn_jax.evaluators.common import format_table, register
 from fcn_jax.evaluators.full_image import FullImageEvaluator  # registers it
 from fcn_jax.evaluators.aligned import AlignedEvaluator  # registers it
 
+if (
+  TYPE_CHECKING
+):  # configs are ConfigDicts; importing this needs no ml_collections
+  import ml_collections
+
 
 def evaluator_config(
   kind: str, dataset: str, **options: Any
@@ -42,6 +46,8 @@ def evaluator_config(
   """A config.evals entry of type `kind`: its fields with their defaults, then `options`."""
   fields = dict(type=kind, dataset=dataset, **common.REGISTRY[kind].defaults())
   fields.update(options)
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
   return ml_collections.ConfigDict(fields)
 
 
@@ -90,6 +96,8 @@ def translate_legacy(
       template.pop('type', None)
       template.pop('dataset', None)
       names = [common.folder_name(spec) for spec in datasets]
+      import ml_collections  # pylint: disable=g-import-not-at-top
+
       config.evals = ml_collections.ConfigDict(
         {
           name: evaluator_config('full_image', spec, **template)

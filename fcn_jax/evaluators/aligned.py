@@ -22,12 +22,11 @@ with these columns added, for the restored and the blurry image:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from etils import epath
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from fcn_jax import alignment
@@ -37,6 +36,11 @@ from fcn_jax import inference
 from fcn_jax import metrics
 from fcn_jax.evaluators import common
 from fcn_jax.evaluators import full_image
+
+if (
+  TYPE_CHECKING
+):  # configs are ConfigDicts; importing this needs no ml_collections
+  import ml_collections
 
 ALIGNED = ('aligned_psnr', 'aligned_ssim', 'aligned_valid', 'aligned_converged')
 METRICS = common.METRICS + ALIGNED

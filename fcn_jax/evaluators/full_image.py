@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
-from ml_collections import config_dict
 import numpy as np
 
 from fcn_jax import cpu
@@ -32,6 +30,11 @@ from fcn_jax import image_io
 from fcn_jax import inference
 from fcn_jax import metrics
 from fcn_jax.evaluators import common
+
+if (
+  TYPE_CHECKING
+):  # configs are ConfigDicts; importing this needs no ml_collections
+  import ml_collections
 
 
 def make_eval_step(
@@ -217,6 +220,8 @@ class FullImageEvaluator:
   @staticmethod
   def defaults() -> dict:
     """The fields of a config.evals entry of this type, with their defaults."""
+    from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+
     return dict(
       every_steps=0,  # 0: evaluate only at the end of training
       # A second, denser period from a step on (the paper: every 15 epochs
