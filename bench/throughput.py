@@ -370,80 +370,81 @@ def ratio_table(results: Sequence[Result]) -> list[str]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  add = p.add_argument
-  add(
+  p.add_argument(
     '--config',
     default=None,
     help=f'One of {sorted(MODELS)} or configs/*.py (default full; --smoke tiny).',
   )
-  add(
+  p.add_argument(
     '--sizes',
     default=None,
     help='Comma-separated HxW or S (default 256,720x1280).',
   )
-  add(
+  p.add_argument(
     '--train_sizes',
     default=None,
     help='Sizes to train at (default --sizes; on CPU those up to 256x256).',
   )
-  add(
+  p.add_argument(
     '--train_batch',
     default=None,
     help='Default 16 on GPU/TPU up to 256x256, else 1.',
   )
-  add('--infer_batch', default=None, help='Default 1.')
-  add(
+  p.add_argument('--infer_batch', default=None, help='Default 1.')
+  p.add_argument(
     '--dtypes',
     default=None,
     help='float32,bfloat16 (default both on GPU/TPU, float32 on CPU).',
   )
-  add('--modes', default='infer,train')
-  add(
+  p.add_argument('--modes', default='infer,train')
+  p.add_argument(
     '--steps',
     type=int,
     default=None,
     help='Timed calls per case (default 10 on GPU/TPU, 5 on CPU).',
   )
-  add(
+  p.add_argument(
     '--warmup',
     type=int,
     default=None,
     help='Untimed calls first, the first reported (default 2).',
   )
-  add(
+  p.add_argument(
     '--precision',
     default='tf32',
     choices=('tf32', 'highest'),
     help='float32 convolutions on both sides: TF32 allowed, or full float32.',
   )
-  add(
+  p.add_argument(
     '--peak_tflops',
     default=None,
     help="'67' or 'float32:67,tf32:494.7,bfloat16:989' (default: known devices).",
   )
-  add(
+  p.add_argument(
     '--torch_ref',
     default=reference.default_ref(),
     help='Checkout of the official FCN (default $FCN_OFFICIAL_REPO).',
   )
-  add('--no_torch', action='store_true', help='Ignore --torch_ref.')
-  add(
+  p.add_argument('--no_torch', action='store_true', help='Ignore --torch_ref.')
+  p.add_argument(
     '--torch_device', default=None, help='Default: cuda if available, else cpu.'
   )
-  add(
+  p.add_argument(
     '--torch_threads',
     type=int,
     default=None,
     help="PyTorch intra-op threads (default: PyTorch's).",
   )
-  add(
+  p.add_argument(
     '--rounds',
     type=int,
     default=1,
     help='With --torch_ref: fresh processes per framework, alternating, this many rounds, calls pooled.',
   )
-  add('--markdown_out', default=None, help='Append the Markdown block here.')
-  add(
+  p.add_argument(
+    '--markdown_out', default=None, help='Append the Markdown block here.'
+  )
+  p.add_argument(
     '--smoke',
     action='store_true',
     help=f'Tiny model and sizes, few steps: {SMOKE}.',
