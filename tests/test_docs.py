@@ -168,6 +168,16 @@ def program_flags(root: str, program: str) -> frozenset[str] | None:
   with open(path) as f:
     tree = ast.parse(f.read())
   names, absl = set(), False
+  # Local names of add_argument (`add = parser.add_argument`).
+  adders = {'add_argument'} | {
+    target.id
+    for node in ast.walk(tree)
+    if isinstance(node, ast.Assign)
+    and isinstance(node.value, ast.Attribute)
+    and node.value.attr == 'add_argument'
+    for target in node.targets
+    if isinstance(target, ast.Name)
+  }
   for node in ast.walk(tree):
     if not isinstance(node, ast.Call):
       continue
@@ -185,7 +195,7 @@ def program_flags(root: str, program: str) -> frozenset[str] | None:
       names.add(strings[0])
       if name in ('DEFINE_bool', 'DEFINE_boolean'):
         names.add('no' + strings[0])
-    elif name == 'add_argument':
+    elif name in adders:
       names |= {s.lstrip('-') for s in strings if s.startswith('--')}
       names.add('help')
   return frozenset(names | ABSL if absl else names)
