@@ -1,6 +1,10 @@
 """Fields every config has, with the paper's values; other configs start here.
 
-Not a run by itself: use configs/gopro.py, gopro_release.py, demo.py or tiny.py.
+Training needs a config that sets the schedule (configs/gopro.py,
+gopro_release.py, demo.py, tiny.py). Evaluation of a trained workdir on GoPro
+and HIDE (the network is the checkpoint's):
+
+  python main.py --config=configs/default.py --workdir=runs/gopro --mode=eval
 """
 
 import ml_collections
