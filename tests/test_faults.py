@@ -46,7 +46,7 @@ _SIGINT_DEFAULT = (
 )
 
 
-def start(workdir, data_dir, *args, extra_flags=(), log=None):
+def start(workdir, data_dir, *args, extra_flags=(), log=None, env=None):
   """main.py in a child with SIGINT at its default (a child of a background
   shell would otherwise ignore it), its output to `log` (WORKDIR.out)."""
   log = open(log or f'{workdir}.out', 'w')  # pylint: disable=consider-using-with
@@ -63,7 +63,7 @@ def start(workdir, data_dir, *args, extra_flags=(), log=None):
       *extra_flags,
     ],
     cwd=ROOT,
-    env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
+    env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='', **(env or {})),
     stdout=log,
     stderr=subprocess.STDOUT,
   )
@@ -74,8 +74,8 @@ def output(workdir) -> str:
     return f.read()
 
 
-def run(workdir, data_dir, *args) -> tuple[int, str]:
-  proc = start(workdir, data_dir, *args)
+def run(workdir, data_dir, *args, env=None) -> tuple[int, str]:
+  proc = start(workdir, data_dir, *args, env=env)
   try:
     proc.wait(timeout=TIMEOUT)
   finally:
@@ -226,7 +226,10 @@ def test_full_disk_ends_in_one_line_and_the_previous_step_restores(
     return
   try:
     workdir = disk / 'work'
-    code, out = run(workdir, data_dir, *RUN)
+    # The compilation cache (by default in the workdir) goes elsewhere: the
+    # 3 MB hold checkpoints only.
+    cache = dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'))
+    code, out = run(workdir, data_dir, *RUN, env=cache)
     shutil.copytree(workdir, tmp_path / 'copy')  # off the tmpfs, as it was
   finally:
     subprocess.run(['umount', str(disk)], timeout=60, check=True)
