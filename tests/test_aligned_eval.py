@@ -96,6 +96,7 @@ def _setup(tmp_path_factory):
   return workdir / 'eval' / FOLDER, params, data_dir, proc.stdout
 
 
+@pytest.mark.slow
 def test_files_hold_plain_and_aligned_figures(setup):
   folder, params, data_dir, stdout = setup
   summary = json.loads((folder / 'summary.json').read_text())

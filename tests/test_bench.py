@@ -230,6 +230,7 @@ def test_isolated_returns_raises_and_times_out():
     reference.isolated(_sleep, timeout=5)
 
 
+@pytest.mark.slow
 def test_device_check_smoke(tmp_path):
   out_md = tmp_path / 'check.md'
   cmd = [

@@ -149,6 +149,7 @@ def base(data_dir, tmp_path_factory):
   return workdir, out, params
 
 
+@pytest.mark.slow
 def test_keep_policy_and_the_size_of_one_checkpoint(base):
   workdir, out, _ = base
   # The latest 2 (20, 24) and every multiple of keep_every=8 (8, 16).
@@ -165,6 +166,7 @@ def test_keep_policy_and_the_size_of_one_checkpoint(base):
   assert 0.8 < float(size.group(1)) * 1e6 / on_disk < 1.25
 
 
+@pytest.mark.slow
 def test_unreadable_latest_step_is_moved_aside_and_the_previous_restored(
   base, data_dir, tmp_path
 ):
@@ -215,6 +217,7 @@ def _mount_tmpfs(path, size: str) -> bool:
   return proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_full_disk_ends_in_one_line_and_the_previous_step_restores(
   data_dir, tmp_path
 ):
@@ -298,6 +301,7 @@ def _wait_for(proc, condition, what, timeout=TIMEOUT):
     time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_exits_and_the_restart_is_bit_exact(
   base, data_dir, tmp_path
 ):
@@ -334,6 +338,7 @@ def test_sigint_saves_and_exits_and_the_restart_is_bit_exact(
   assert_same(ours, base[2])
 
 
+@pytest.mark.slow
 def test_second_sigint_aborts_at_once(data_dir, tmp_path):
   workdir = tmp_path / 'work'
   proc = start(workdir, data_dir, *RUN, *LONG)
@@ -388,6 +393,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_sigint_to_one_process_of_a_job_saves_one_step_everywhere(
   data_dir, tmp_path
 ):

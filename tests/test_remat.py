@@ -26,6 +26,7 @@ def _loss(model):
     ('block', 'conv_saveable'),
   ],
 )
+@pytest.mark.slow
 def test_remat_keeps_outputs_and_gradients(tiny_params, granularity, policy):
   plain = FCN(**TINY)
   remat = FCN(
@@ -93,6 +94,7 @@ def test_stage_images_add_their_residual_in_float32(tiny_params):
     assert not np.array_equal(np.asarray(rounded), np.asarray(o))
 
 
+@pytest.mark.slow
 def test_start_up_refuses_a_batch_that_does_not_fit():
   from configs import tiny
   from fcn_jax import train

@@ -47,6 +47,7 @@ def compile_in_fresh_process(workdir):
   return float(proc.stdout.split('compile_s')[1])
 
 
+@pytest.mark.slow
 def test_second_run_loads_the_tiny_train_step_from_the_cache(tmp_path):
   cache = tmp_path / 'compilation_cache'
   first = compile_in_fresh_process(tmp_path)

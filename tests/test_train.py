@@ -350,6 +350,7 @@ def test_is_new_best(rule, new_bests):
   )
 
 
+@pytest.mark.slow
 def test_paper_best_rule_and_resized_patches_in_a_run(
   data_dir, tmp_path, monkeypatch
 ):

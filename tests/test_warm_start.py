@@ -51,6 +51,7 @@ def _assert_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_fcn_from_mprnet_through_the_trainer(
   mprnet_run, tmp_path, monkeypatch, caplog
 ):
